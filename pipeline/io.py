@@ -1,0 +1,411 @@
+"""Reading raw impressions into Arrow record batches, with a dead-letter output.
+
+Every input format (CSV/TSV, Parquet, TFRecord of tf.Example; local or any Beam filesystem
+such as gs://) ends up as record batches in TFXIO's layout (one list column per raw feature),
+which is what TFT consumes without per-row Python dicts. A row that does not parse is never
+dropped silently: it goes to the dead-letter output with its file, line and reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import zlib
+from typing import Any, Iterable, Iterator, Sequence
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import config as cfg
+
+DEAD_LETTER = "dead_letter"
+ROWS_PER_BATCH = 4096
+# Room for a raw row in a dead letter; a longer row keeps its head and says how long it was.
+DEAD_LETTER_RAW_CHARS = 4096
+
+
+class InputError(ValueError):
+    """The input as a whole is unusable (no files, wrong header, wrong Parquet schema)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    file: str
+    line: int        # 1-based line (CSV) or record index (Parquet row, TFRecord record)
+    reason: str      # short code, counted in stats.json
+    detail: str      # what a person needs to fix it
+    raw: str
+
+    def to_json(self) -> str:
+        raw = self.raw
+        if len(raw) > DEAD_LETTER_RAW_CHARS:
+            raw = raw[:DEAD_LETTER_RAW_CHARS] + f"... [{len(self.raw)} chars in all]"
+        return json.dumps({"file": self.file, "line": self.line, "reason": self.reason,
+                           "detail": self.detail, "raw": raw}, ensure_ascii=False)
+
+
+def match_input(pattern: str) -> list[str]:
+    """Files matching a glob on any Beam filesystem; a clear error when there are none."""
+    try:
+        results = FileSystems.match([pattern])
+    except Exception as e:  # Beam raises BeamIOError with the cause inside
+        raise InputError(f"input '{pattern}': cannot list files: {e}") from None
+    paths = sorted(m.path for r in results for m in r.metadata_list if m.size_in_bytes >= 0)
+    if not paths:
+        raise InputError(f"input '{pattern}': no files match")
+    return paths
+
+
+def arrow_schema(config: cfg.FeatureConfig) -> pa.Schema:
+    """TFXIO's Arrow layout of the raw columns: a large_list column per feature."""
+    fields = []
+    for column in config.raw_columns:
+        if column.kind == cfg.NUMERIC:
+            item = pa.float32()
+        elif column.kind == cfg.LABEL:
+            item = pa.int64()
+        else:
+            item = pa.large_binary()
+        fields.append(pa.field(column.name, pa.large_list(item)))
+    return pa.schema(fields)
+
+
+class RowValidator:
+    """Turns one row's fields (in config column order) into typed values, or says why not."""
+
+    def __init__(self, config: cfg.FeatureConfig):
+        self.columns = config.columns
+        self.missing = set(config.input.missing_values)
+        self.strip = config.input.strip
+        self.positive = set(config.label.positive)
+        self.negative = set(config.label.negative)
+
+    def __call__(self, fields: Sequence[Any]) -> tuple[list | None, str, str]:
+        """Returns (values, "", "") or (None, reason, detail)."""
+        if len(fields) != len(self.columns):
+            return None, "wrong_field_count", (f"expected {len(self.columns)} fields, "
+                                               f"got {len(fields)}")
+        values = []
+        for column, field in zip(self.columns, fields):
+            kind = column.kind
+            if kind == cfg.IGNORE:
+                continue
+            if isinstance(field, str) and self.strip:
+                field = field.strip()
+            if kind == cfg.NUMERIC:
+                if field is None or field == "" or field in self.missing:
+                    values.append(column.default)
+                    continue
+                try:
+                    number = float(field)
+                except (TypeError, ValueError):
+                    return None, "not_a_number", f"column '{column.name}': {field!r} is not a number"
+                if not math.isfinite(number):
+                    return None, "not_finite", f"column '{column.name}': {field!r} is not finite"
+                values.append(number)
+            elif kind == cfg.LABEL:
+                label = "" if field is None else str(field)
+                if label in self.positive:
+                    values.append(1)
+                elif label in self.negative:
+                    values.append(0)
+                elif label == "":
+                    return None, "empty_label", f"column '{column.name}': label is empty"
+                else:
+                    return None, "unknown_label", (
+                        f"column '{column.name}': label {label!r} is not one of "
+                        f"{sorted(self.positive | self.negative)}")
+            elif kind == cfg.MULTIVALENT:
+                if field is None:
+                    tokens = []
+                elif isinstance(field, (list, tuple, np.ndarray)):
+                    tokens = [str(t) for t in field]
+                else:
+                    tokens = str(field).split(column.separator)
+                values.append([t.strip() if self.strip else t for t in tokens
+                               if t and t not in self.missing])
+            else:
+                text = "" if field is None else str(field)
+                values.append("" if text in self.missing else text)
+        return values, "", ""
+
+
+class RecordBatchBuilder:
+    """Accumulates validated rows and emits TFXIO-layout record batches."""
+
+    def __init__(self, config: cfg.FeatureConfig):
+        self.schema = arrow_schema(config)
+        self.kinds = [c.kind for c in config.raw_columns]
+        self.rows: list[list] = []
+
+    def add(self, values: list) -> None:
+        self.rows.append(values)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def flush(self) -> pa.RecordBatch | None:
+        if not self.rows:
+            return None
+        n = len(self.rows)
+        columns = list(zip(*self.rows))
+        self.rows = []
+        arrays = []
+        scalar_offsets = pa.array(np.arange(n + 1, dtype=np.int64))
+        for kind, field, values in zip(self.kinds, self.schema, columns):
+            item_type = field.type.value_type
+            if kind == cfg.MULTIVALENT:
+                lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=n)
+                offsets = np.concatenate([[0], np.cumsum(lengths)])
+                flat = [t.encode("utf-8") for v in values for t in v]
+                arrays.append(pa.LargeListArray.from_arrays(
+                    pa.array(offsets), pa.array(flat, type=item_type)))
+            else:
+                if item_type == pa.large_binary():
+                    values = [v.encode("utf-8") for v in values]
+                arrays.append(pa.LargeListArray.from_arrays(
+                    scalar_offsets, pa.array(values, type=item_type)))
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+# ---------------------------------------------------------------------------------------
+# Per-format readers: each yields (line_number, fields | None, raw_text, error_reason, detail)
+
+
+def _csv_rows(path: str, config: cfg.FeatureConfig) -> Iterator[tuple[int, Any, str, str, str]]:
+    spec = config.input
+    with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
+        stream = io.BufferedReader(handle, buffer_size=1 << 20)
+        line_number = 0
+        order = None
+        try:
+            for raw in stream:
+                line_number += 1
+                if line_number <= spec.skip_lines:
+                    continue
+                try:
+                    text = raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as e:
+                    yield (line_number, None, raw.decode("utf-8", "backslashreplace").rstrip("\r\n"),
+                           "bad_encoding", f"not UTF-8 at byte {e.start}")
+                    continue
+                if order is None and spec.header:
+                    order = _header_order(path, text, config)
+                    continue
+                if not text.strip():
+                    continue  # blank lines (e.g. the trailing one of adult.data) are not rows
+                try:
+                    fields = next(csv.reader([text], delimiter=spec.delimiter))
+                except csv.Error as e:
+                    yield line_number, None, text, "unparseable", f"CSV: {e}"
+                    continue
+                if order is not None and len(fields) == len(order):
+                    fields = [fields[i] for i in order]
+                yield line_number, fields, text, "", ""
+        except (EOFError, OSError, zlib.error) as e:
+            raise InputError(f"{path}: unreadable after line {line_number} "
+                             f"(truncated or corrupt file?): {e}") from None
+    if spec.header and order is None:
+        raise InputError(f"{path}: empty file, expected a header line")
+
+
+def _header_order(path: str, header: str, config: cfg.FeatureConfig) -> list[int]:
+    names = [n.strip() for n in next(csv.reader([header], delimiter=config.input.delimiter))]
+    expected = list(config.column_names)
+    missing = [c for c in expected if c not in names]
+    extra = [c for c in names if c not in expected]
+    if missing or extra:
+        found = f"header has {len(names)} column(s): {names[:20]}"
+        problems = []
+        if missing:
+            problems.append(f"missing configured column(s) {missing}")
+        if extra:
+            problems.append(f"unconfigured column(s) {extra} (add them with kind = \"ignore\")")
+        hint = ""
+        if len(names) == 1 and len(expected) > 1:
+            hint = f"; is input.delimiter ({config.input.delimiter!r}) right?"
+        raise InputError(f"{path}: the header does not match the config {config.source}: "
+                         f"{'; '.join(problems)}; {found}{hint}")
+    return [names.index(c) for c in expected]
+
+
+def _parquet_rows(path: str, config: cfg.FeatureConfig):
+    import pyarrow.parquet as pq
+
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        try:
+            parquet = pq.ParquetFile(handle)
+        except Exception as e:
+            raise InputError(f"{path}: not a readable Parquet file: {e}") from None
+        names = parquet.schema_arrow.names
+        missing = [c for c in config.column_names if c not in names]
+        if missing:
+            raise InputError(f"{path}: Parquet file lacks configured column(s) {missing}; "
+                             f"it has {names}")
+        for c in config.columns:
+            if c.kind == cfg.IGNORE:
+                continue
+            arrow_type = parquet.schema_arrow.field(c.name).type
+            if not _parquet_type_fits(c.kind, arrow_type):
+                raise InputError(f"{path}: column '{c.name}' is {arrow_type}, which does not "
+                                 f"fit a {c.kind} column")
+        row = 0
+        for batch in parquet.iter_batches(batch_size=ROWS_PER_BATCH,
+                                          columns=list(config.column_names)):
+            columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+            for fields in zip(*columns):
+                row += 1
+                yield row, list(fields), _repr_row(config, fields), "", ""
+
+
+def _parquet_type_fits(kind: str, arrow_type: pa.DataType) -> bool:
+    if kind == cfg.NUMERIC:
+        return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)
+    if kind == cfg.MULTIVALENT:
+        return (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)
+                or pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type))
+    return not (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)
+                or pa.types.is_struct(arrow_type))
+
+
+def _tfrecord_rows(path: str, config: cfg.FeatureConfig):
+    import tensorflow as tf
+
+    record = 0
+    try:
+        for serialized in tf.data.TFRecordDataset(
+                path, compression_type="GZIP" if path.endswith(".gz") else "").as_numpy_iterator():
+            record += 1
+            try:
+                example = tf.train.Example.FromString(serialized)
+            except Exception as e:
+                yield record, None, repr(serialized[:200]), "unparseable", f"not a tf.Example: {e}"
+                continue
+            fields, missing = [], []
+            for column in config.columns:
+                feature = example.features.feature.get(column.name)
+                if feature is None:
+                    missing.append(column.name)
+                    fields.append(None)
+                    continue
+                kind = feature.WhichOneof("kind")
+                values = list(getattr(feature, kind).value) if kind else []
+                values = [v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v
+                          for v in values]
+                fields.append(values if column.kind == cfg.MULTIVALENT
+                              else (values[0] if values else None))
+            raw = _repr_row(config, fields)
+            if missing and any(config.column(m).kind not in (cfg.IGNORE, cfg.MULTIVALENT)
+                               for m in missing):
+                yield record, None, raw, "missing_feature", f"missing feature(s) {missing}"
+                continue
+            yield record, fields, raw, "", ""
+    except tf.errors.DataLossError as e:
+        raise InputError(f"{path}: corrupt TFRecord after record {record}: {e.message}") from None
+
+
+def _repr_row(config: cfg.FeatureConfig, fields) -> str:
+    return json.dumps(dict(zip(config.column_names, fields)), default=str, ensure_ascii=False)
+
+
+_READERS = {"csv": _csv_rows, "parquet": _parquet_rows, "tfrecord": _tfrecord_rows}
+
+
+class _ReadAndValidateFile(beam.DoFn):
+    """Reads one file: record batches of good rows, dead letters for the rest."""
+
+    def __init__(self, config: cfg.FeatureConfig):
+        self.config = config
+        self.rows_read = beam.metrics.Metrics.counter("widedeep", "rows_read")
+        self.rows_dead = beam.metrics.Metrics.counter("widedeep", "rows_dead_lettered")
+
+    def setup(self):
+        self.validate = RowValidator(self.config)
+
+    def process(self, path: str):
+        builder = RecordBatchBuilder(self.config)
+        read = dead = 0
+        for line, fields, raw, reason, detail in _READERS[self.config.input.format](path, self.config):
+            read += 1
+            values = None
+            if not reason:
+                values, reason, detail = self.validate(fields)
+            if values is None:
+                dead += 1
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(path, line, reason, detail, raw))
+                continue
+            builder.add(values)
+            if len(builder) >= ROWS_PER_BATCH:
+                yield builder.flush()
+        batch = builder.flush()
+        if batch is not None:
+            yield batch
+        self.rows_read.inc(read)
+        self.rows_dead.inc(dead)
+
+
+class ReadImpressions(beam.PTransform):
+    """Files of a glob → (record batches of valid rows, dead letters)."""
+
+    def __init__(self, config: cfg.FeatureConfig, paths: Sequence[str]):
+        super().__init__()
+        self.config = config
+        self.paths = list(paths)
+
+    def expand(self, pipeline):
+        results = (pipeline
+                   | "ListFiles" >> beam.Create(self.paths)
+                   | "SpreadFiles" >> beam.Reshuffle()
+                   | "ReadAndValidate" >> beam.ParDo(_ReadAndValidateFile(self.config))
+                   .with_outputs(DEAD_LETTER, main="rows"))
+        return results.rows, results[DEAD_LETTER]
+
+
+def hash_fraction(keys: Iterable[bytes]) -> np.ndarray:
+    """Stable per-key position in [0, 1): the same key always lands in the same split."""
+    return np.fromiter((zlib.crc32(k) / 2**32 for k in keys), dtype=np.float64)
+
+
+class SplitTrainEval(beam.PTransform):
+    """Record batches → (train, eval) by hash of a key column or by the newest days."""
+
+    def __init__(self, split: cfg.SplitSpec):
+        super().__init__()
+        self.split = split
+
+    def expand(self, batches):
+        split = self.split
+        if split.method == "day":
+            days = (batches
+                    | "Days" >> beam.FlatMap(lambda b: set(_scalars(b, split.day_column)))
+                    | "DistinctDays" >> beam.Distinct()
+                    | "AllDays" >> beam.combiners.ToList())
+            eval_days = days | "EvalDays" >> beam.Map(
+                lambda ds: set(sorted(ds)[-split.eval_days:]) if len(ds) > split.eval_days else set())
+            masks = batches | "MaskByDay" >> beam.Map(
+                lambda b, ed: (b, np.fromiter((d in ed for d in _scalars(b, split.day_column)),
+                                              dtype=bool, count=b.num_rows)),
+                beam.pvalue.AsSingleton(eval_days))
+        else:
+            masks = batches | "MaskByKeyHash" >> beam.Map(
+                lambda b: (b, hash_fraction(_scalars(b, split.key)) < split.eval_fraction))
+        parts = masks | "Route" >> beam.FlatMap(_route).with_outputs("eval", main="train")
+        return parts.train, parts.eval
+
+
+def _scalars(batch: pa.RecordBatch, column: str) -> list:
+    return batch.column(column).flatten().to_pylist()
+
+
+def _route(batch_and_mask):
+    batch, is_eval = batch_and_mask
+    if is_eval.any():
+        yield beam.pvalue.TaggedOutput("eval", batch.filter(pa.array(is_eval)))
+    if not is_eval.all():
+        yield batch.filter(pa.array(~is_eval))

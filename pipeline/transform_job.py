@@ -1,0 +1,215 @@
+"""The data-generation job (paper section 4.1): raw impressions → transformed TFRecords.
+
+Read and validate → split train/eval → TFT analyzes the *train* split only (vocabularies with
+the min-count threshold, quantiles) and transforms both → sharded gzip TFRecords, the
+transform graph, raw eval examples (the gate scores every model, old and new, from raw
+input through its own transform graph) and stats.json.
+
+Output is written to ``<dir>.partial`` and renamed into place only when complete, so a
+killed job never leaves a half-written transform directory that later stages could trust.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from typing import Callable, Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from pipeline import io as wd_io
+from transforms import config as cfg
+from transforms import features
+
+STATS_FILE = "stats.json"
+METRICS_NAMESPACE = "widedeep"
+
+
+class TransformError(RuntimeError):
+    """The job ran but its output must not be used (e.g. too many rows dead-lettered)."""
+
+
+def _count_rows(label: str):
+    counter = beam.metrics.Metrics.counter(METRICS_NAMESPACE, label)
+
+    def count(batch):
+        counter.inc(batch.num_rows)
+        return batch
+
+    return count
+
+
+def _count_dead_letter(letter: wd_io.DeadLetter) -> str:
+    beam.metrics.Metrics.counter(f"{METRICS_NAMESPACE}.dead_letter", letter.reason).inc()
+    return letter.to_json()
+
+
+def _to_examples(batch_and_passthrough) -> list[bytes]:
+    from tfx_bsl.coders import example_coder
+
+    batch = batch_and_passthrough[0] if isinstance(batch_and_passthrough, tuple) else batch_and_passthrough
+    return example_coder.RecordBatchToExamples(batch)
+
+
+class WriteExamples(beam.PTransform):
+    """Record batches → sharded gzip TFRecords of tf.Examples (`<prefix>-SSSSS-of-NNNNN...`)."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def expand(self, batches):
+        return (batches
+                | "ToExamples" >> beam.FlatMap(_to_examples)
+                | "Write" >> beam.io.WriteToTFRecord(
+                    self.prefix, file_name_suffix=".tfrecord.gz",
+                    compression_type=beam.io.filesystem.CompressionTypes.GZIP))
+
+
+def tensor_adapter_config(config: cfg.FeatureConfig):
+    """TFXIO's description of our record batches, so TFT reads them as tensors directly."""
+    from tfx_bsl.public import tfxio
+    from tensorflow_transform.tf_metadata import schema_utils
+
+    schema = schema_utils.schema_from_feature_spec(features.raw_feature_spec(config))
+    # CsvTFXIO only derives the Arrow schema and tensor representations here; it reads nothing.
+    layout = tfxio.CsvTFXIO("unused", column_names=[c.name for c in config.raw_columns],
+                            schema=schema)
+    return tfxio.TensorAdapterConfig(layout.ArrowSchema(), layout.TensorRepresentations())
+
+
+def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_paths: Sequence[str],
+                   output_dir: str, eval_paths: Sequence[str] = ()) -> None:
+    """Adds the whole job to `pipeline`, writing into `output_dir`."""
+    import tensorflow_transform.beam as tft_beam
+
+    rows, dead = pipeline | "ReadImpressions" >> wd_io.ReadImpressions(config, input_paths)
+    if eval_paths:
+        train_rows = rows
+        eval_rows, eval_dead = pipeline | "ReadEvalImpressions" >> wd_io.ReadImpressions(
+            config, eval_paths)
+        dead = (dead, eval_dead) | "AllDeadLetters" >> beam.Flatten()
+    else:
+        train_rows, eval_rows = rows | "SplitTrainEval" >> wd_io.SplitTrainEval(config.split)
+    train_rows = train_rows | "CountTrain" >> beam.Map(_count_rows("rows_train"))
+    eval_rows = eval_rows | "CountEval" >> beam.Map(_count_rows("rows_eval"))
+
+    adapter = tensor_adapter_config(config)
+    (transformed_train, _), transform_fn = (
+        (train_rows, adapter)
+        | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
+            features.make_preprocessing_fn(config), output_record_batches=True))
+    transformed_eval, _ = (
+        ((eval_rows, adapter), transform_fn)
+        | "TransformEval" >> tft_beam.TransformDataset(output_record_batches=True))
+
+    _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(output_dir)
+    _ = transformed_train | "WriteTrain" >> WriteExamples(os.path.join(output_dir, "train"))
+    _ = transformed_eval | "WriteEval" >> WriteExamples(os.path.join(output_dir, "eval"))
+    _ = eval_rows | "WriteRawEval" >> WriteExamples(os.path.join(output_dir, "eval_raw"))
+    _ = (dead
+         | "DeadLetterToJson" >> beam.Map(_count_dead_letter)
+         | "WriteDeadLetters" >> beam.io.WriteToText(
+             os.path.join(output_dir, "dead_letter"), file_name_suffix=".jsonl"))
+
+
+def _counters(result) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for counter in result.metrics().query()["counters"]:
+        namespace = counter.key.metric.namespace
+        if namespace.startswith(METRICS_NAMESPACE):
+            value = counter.committed if counter.committed is not None else counter.attempted
+            group = counts.setdefault(namespace, {})
+            group[counter.key.metric.name] = group.get(counter.key.metric.name, 0) + value
+    return counts
+
+
+def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str, *,
+                  eval_input_pattern: str | None = None, pipeline_args: Sequence[str] = (),
+                  log: Callable[[str], None] = print) -> dict:
+    """Runs the job; returns stats (also written to ``<output_dir>/stats.json``)."""
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+
+    if config.split.method == "eval_input" and not eval_input_pattern:
+        raise wd_io.InputError(f"{config.source}: split.method = \"eval_input\" needs "
+                               "--eval-input GLOB")
+    input_paths = wd_io.match_input(input_pattern)
+    eval_paths = wd_io.match_input(eval_input_pattern) if eval_input_pattern else []
+    log(f"transform: {len(input_paths)} input file(s) from {input_pattern}"
+        + (f", {len(eval_paths)} eval file(s) from {eval_input_pattern}" if eval_paths else ""))
+
+    partial_dir = output_dir.rstrip("/") + ".partial"
+    if os.path.exists(partial_dir):
+        shutil.rmtree(partial_dir)
+    os.makedirs(partial_dir)
+    options = PipelineOptions(list(pipeline_args))
+    if options.view_as(StandardOptions).runner is None:
+        options.view_as(StandardOptions).runner = "DirectRunner"
+    temp_location = options.get_all_options().get("temp_location")
+
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="widedeep-tft-") as local_tmp:
+        tft_temp = temp_location or local_tmp
+        pipeline = beam.Pipeline(options=options)
+        with tft_beam.Context(temp_dir=tft_temp):
+            build_pipeline(pipeline, config, input_paths, partial_dir, eval_paths)
+        result = pipeline.run()
+        result.wait_until_finish()
+    elapsed = time.time() - started
+
+    counts = _counters(result)
+    main = counts.get(METRICS_NAMESPACE, {})
+    dead_by_reason = dict(sorted(counts.get(f"{METRICS_NAMESPACE}.dead_letter", {}).items()))
+    rows_read = main.get("rows_read", 0)
+    rows_dead = sum(dead_by_reason.values())
+    tft_output = tft.TFTransformOutput(partial_dir)
+    stats = {
+        "input": input_pattern,
+        "eval_input": eval_input_pattern,
+        "input_files": len(input_paths) + len(eval_paths),
+        "rows_in": rows_read,
+        "rows_out": {"train": main.get("rows_train", 0), "eval": main.get("rows_eval", 0)},
+        "rows_dead_lettered": rows_dead,
+        "dead_letter_by_reason": dead_by_reason,
+        "dead_letter_fraction": rows_dead / rows_read if rows_read else 0.0,
+        "vocabulary_sizes": {spec.vocab_name: tft_output.vocabulary_size_by_name(spec.vocab_name)
+                             for spec in features.categorical_specs(config).values()
+                             if not spec.hash_buckets},
+        "seconds": round(elapsed, 2),
+        "rows_per_second": round(rows_read / elapsed, 1) if elapsed else None,
+        "config_digest": config.digest,
+    }
+    with open(os.path.join(partial_dir, STATS_FILE), "w") as f:
+        json.dump(stats, f, indent=2)
+    if rows_read == 0:
+        raise TransformError(f"transform: no rows in {input_pattern}")
+    if stats["rows_out"]["train"] == 0 or stats["rows_out"]["eval"] == 0:
+        raise TransformError(f"transform: the split left train={stats['rows_out']['train']} "
+                             f"eval={stats['rows_out']['eval']} rows; both need rows "
+                             f"(check [split] in {config.source})")
+    if stats["dead_letter_fraction"] > config.max_dead_letter_fraction:
+        raise TransformError(
+            f"transform: {rows_dead} of {rows_read} rows "
+            f"({stats['dead_letter_fraction']:.2%}) were dead-lettered, over the limit of "
+            f"{config.max_dead_letter_fraction:.2%} (validation.max_dead_letter_fraction); "
+            f"by reason: {dead_by_reason}; see {partial_dir}/dead_letter-*.jsonl")
+    if os.path.exists(output_dir):
+        shutil.rmtree(output_dir)
+    os.rename(partial_dir, output_dir)
+    log(f"transform: {rows_read} rows in {elapsed:.1f}s ({stats['rows_per_second']:.0f} rows/s): "
+        f"train {stats['rows_out']['train']}, eval {stats['rows_out']['eval']}, "
+        f"dead-lettered {rows_dead}" + (f" {dead_by_reason}" if rows_dead else "")
+        + f" → {output_dir}")
+    return stats
+
+
+def quiet_beam_logs() -> None:
+    """Beam and TF log every bundle and graph at INFO/WARNING; people want our lines."""
+    for name in ("apache_beam", "tensorflow", "absl", "tensorflow_transform", "tfx_bsl"):
+        logging.getLogger(name).setLevel(logging.ERROR)

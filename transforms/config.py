@@ -1,0 +1,466 @@
+"""The feature config: the one place that says what the columns are.
+
+A TOML file is parsed once (stdlib ``tomllib``) into frozen dataclasses and validated
+as a whole, so a mistake fails before any Beam or TF work starts, with a message that
+names the file and the key. Every later stage (transform, trainer, gate, serving)
+derives its feature lists from a :class:`FeatureConfig`; none keeps its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+CATEGORICAL = "categorical"
+MULTIVALENT = "multivalent"
+NUMERIC = "numeric"
+KEY = "key"          # kept raw for splitting, slicing and ranking queries; not a model input
+IGNORE = "ignore"    # present in the data, dropped after parsing
+LABEL = "label"      # set by [label], never written in [columns]
+COLUMN_KINDS = (CATEGORICAL, MULTIVALENT, NUMERIC, KEY, IGNORE)
+INPUT_FORMATS = ("csv", "parquet", "tfrecord")
+SPLIT_METHODS = ("hash", "day", "eval_input")
+MODEL_TYPES = ("wide_deep", "wide", "deep")
+
+
+class ConfigError(ValueError):
+    """A feature config is wrong; the message names the file and the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    format: str = "csv"
+    delimiter: str = ","
+    header: bool = True
+    # Explicit column order for header-less CSV; with a header the file's own order is used.
+    columns: tuple[str, ...] = ()
+    # Lines to skip at the top of each file besides the header (e.g. adult.test's banner).
+    skip_lines: int = 0
+    # Strings that mean "missing" in a categorical field (e.g. UCI Adult's "?").
+    missing_values: tuple[str, ...] = ()
+    # Characters stripped around every field (Adult's ", " separator leaves a space).
+    strip: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSpec:
+    column: str
+    positive: tuple[str, ...]
+    negative: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    kind: str
+    # categorical / multivalent: either a vocabulary (paper's min-count threshold) or hashing.
+    vocab_min_count: int = 1
+    oov_buckets: int = 1
+    hash_buckets: int = 0
+    separator: str = "|"
+    # numeric: quantile buckets mapped to [0, 1]; optional log1p and clipping first.
+    quantile_buckets: int = 10
+    log: bool = False
+    clip: tuple[float, float] | None = None
+    default: float = 0.0
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.kind in (CATEGORICAL, MULTIVALENT)
+
+    @property
+    def vocab_name(self) -> str:
+        """Stable vocabulary file name, shared by TFT, warm start and humans."""
+        return f"vocab_{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossSpec:
+    name: str
+    columns: tuple[str, ...]
+    vocab_min_count: int = 1
+    oov_buckets: int = 1
+    hash_buckets: int = 0
+
+    @property
+    def vocab_name(self) -> str:
+        return f"vocab_{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSpec:
+    method: str = "hash"
+    key: str = ""
+    eval_fraction: float = 0.1
+    # method = "day": rows whose day column is among the last `eval_days` days go to eval.
+    day_column: str = ""
+    eval_days: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    """Typed training hyperparameters; saved as JSON next to the model they produced."""
+    model_type: str = "wide_deep"
+    hidden_units: tuple[int, ...] = (1024, 512, 256)
+    embedding_dim: int = 32
+    batch_size: int = 512
+    epochs: int = 1
+    max_steps: int = 0                # 0 = run the epochs; > 0 caps the steps
+    wide_learning_rate: float = 0.05  # FTRL
+    wide_l1: float = 0.001
+    wide_l2: float = 0.0001
+    deep_learning_rate: float = 0.05  # AdaGrad
+    checkpoint_every_steps: int = 200
+    seed: int = 42
+
+
+@dataclasses.dataclass(frozen=True)
+class GateParams:
+    min_auc: float = 0.6
+    max_calibration_error: float = 0.1   # |mean prediction / positive rate - 1|
+    max_auc_drop: float = 0.002          # candidate AUC >= baseline AUC - this
+    max_logloss_increase: float = 0.002  # candidate log loss <= baseline + this
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingParams:
+    keep_versions: int = 3
+    top_k: int = 10
+    query_columns: tuple[str, ...] = ()
+    item_column: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+    source: str
+    input: InputSpec
+    label: LabelSpec
+    columns: tuple[ColumnSpec, ...]
+    crosses: tuple[CrossSpec, ...]
+    wide: tuple[str, ...]
+    deep: tuple[str, ...]
+    slices: tuple[str, ...]
+    split: SplitSpec
+    max_dead_letter_fraction: float
+    train: TrainParams
+    gate: GateParams
+    serving: ServingParams
+    digest: str = ""
+
+    def column(self, name: str) -> ColumnSpec:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(name)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """Data columns in file order (label included)."""
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def feature_columns(self) -> tuple[ColumnSpec, ...]:
+        """Columns that become model features (categorical, multivalent, numeric)."""
+        return tuple(c for c in self.columns if c.kind in (CATEGORICAL, MULTIVALENT, NUMERIC))
+
+    @property
+    def raw_columns(self) -> tuple[ColumnSpec, ...]:
+        """Columns kept after parsing: features, keys and the label."""
+        return tuple(c for c in self.columns if c.kind != IGNORE)
+
+    def model_feature_names(self) -> tuple[str, ...]:
+        """Every transformed feature the model may read (wide or deep), in config order."""
+        names = [c.name for c in self.feature_columns] + [x.name for x in self.crosses]
+        used = set(self.wide) | set(self.deep)
+        return tuple(n for n in names if n in used)
+
+
+# ---------------------------------------------------------------------------------------
+# Loading and validation
+
+
+class _Table:
+    """A TOML table that remembers its dotted path and refuses keys nobody read."""
+
+    def __init__(self, source: str, path: str, data: Any):
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: [{path}] must be a table, got {type(data).__name__}")
+        self.source, self.path, self.data = source, path, data
+        self._read: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def error(self, name: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: key '{self.key(name)}': {message}")
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ..., *,
+            check=None, why: str = "") -> Any:
+        self._read.add(name)
+        if name not in self.data:
+            if default is ...:
+                raise self.error(name, "is required")
+            return default
+        value = self.data[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # TOML ints are acceptable where floats are expected; bools are never numbers.
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.error(name, f"expected {_kind_name(kinds)}, got {value!r}")
+        if not isinstance(value, kinds):
+            raise self.error(name, f"expected {_kind_name(kinds)}, got {value!r}")
+        if check is not None and not check(value):
+            raise self.error(name, f"{why} (got {value!r})")
+        return value
+
+    def strings(self, name: str, default: Any = ...) -> tuple[str, ...]:
+        value = self.get(name, list, default)
+        if value is None:
+            return ()
+        if not all(isinstance(v, str) for v in value):
+            raise self.error(name, f"expected a list of strings, got {value!r}")
+        return tuple(value)
+
+    def table(self, name: str, required: bool = False) -> "_Table":
+        self._read.add(name)
+        if name not in self.data:
+            if required:
+                raise self.error(name, "is required")
+            return _Table(self.source, self.key(name), {})
+        return _Table(self.source, self.key(name), self.data[name])
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self._read)
+        if unknown:
+            known = ", ".join(sorted(self._read)) or "none"
+            raise self.error(unknown[0], f"unknown key (known keys here: {known})")
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list", dict: "a table"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _positive(v) -> bool:
+    return v > 0
+
+
+def _load_input(root: _Table) -> InputSpec:
+    t = root.table("input")
+    fmt = t.get("format", str, "csv", check=lambda v: v in INPUT_FORMATS,
+                why=f"must be one of {', '.join(INPUT_FORMATS)}")
+    delimiter = t.get("delimiter", str, ",", check=lambda v: len(v) == 1,
+                      why="must be one character (use strip = true for \", \"-separated files)")
+    header = t.get("header", bool, True)
+    columns = t.strings("columns", ())
+    if fmt == "csv" and not header and not columns:
+        raise t.error("columns", "is required when header = false (the CSV has no header to "
+                                 "name its columns)")
+    spec = InputSpec(format=fmt, delimiter=delimiter, header=header, columns=columns,
+                     skip_lines=t.get("skip_lines", int, 0, check=lambda v: v >= 0,
+                                      why="must be >= 0"),
+                     missing_values=t.strings("missing_values", ()),
+                     strip=t.get("strip", bool, True))
+    t.finish()
+    return spec
+
+
+def _load_column(t: _Table, name: str) -> ColumnSpec:
+    kind = t.get("kind", str, check=lambda v: v in COLUMN_KINDS,
+                 why=f"must be one of {', '.join(COLUMN_KINDS)}")
+    fields: dict[str, Any] = {"name": name, "kind": kind}
+    if kind in (CATEGORICAL, MULTIVALENT):
+        fields.update(_load_vocab_or_hash(t))
+        if kind == MULTIVALENT:
+            fields["separator"] = t.get("separator", str, "|", check=lambda v: len(v) >= 1,
+                                        why="must not be empty")
+    elif kind == NUMERIC:
+        fields["quantile_buckets"] = t.get("quantile_buckets", int, 10, check=lambda v: v >= 2,
+                                           why="must be >= 2")
+        fields["log"] = t.get("log", bool, False)
+        clip = t.get("clip", list, None)
+        if clip is not None:
+            if (len(clip) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                           for v in clip) or clip[0] >= clip[1]):
+                raise t.error("clip", f"must be [low, high] with low < high, got {clip!r}")
+            fields["clip"] = (float(clip[0]), float(clip[1]))
+        fields["default"] = t.get("default", float, 0.0)
+    t.finish()
+    return ColumnSpec(**fields)
+
+
+def _load_vocab_or_hash(t: _Table) -> dict[str, int]:
+    hash_buckets = t.get("hash_buckets", int, 0, check=lambda v: v >= 0, why="must be >= 0")
+    if hash_buckets and ("vocab_min_count" in t.data or "oov_buckets" in t.data):
+        raise t.error("hash_buckets", "use either hash_buckets or a vocabulary "
+                                      "(vocab_min_count / oov_buckets), not both")
+    return {
+        "hash_buckets": hash_buckets,
+        "vocab_min_count": t.get("vocab_min_count", int, 1, check=_positive, why="must be >= 1"),
+        # At least one OOV bucket: serving meets tokens the vocabulary never saw.
+        "oov_buckets": t.get("oov_buckets", int, 1, check=_positive, why="must be >= 1"),
+    }
+
+
+def load_config(path: str | Path) -> FeatureConfig:
+    """Reads and validates a feature config file."""
+    path = Path(path)
+    source = str(path)
+    try:
+        raw_bytes = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{source}: cannot read the config: {e.strerror}") from None
+    try:
+        data = tomllib.loads(raw_bytes.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    config = parse_config(data, source)
+    return dataclasses.replace(config, digest=hashlib.sha256(raw_bytes).hexdigest()[:16])
+
+
+def parse_config(data: Mapping[str, Any], source: str = "<config>") -> FeatureConfig:
+    root = _Table(source, "", dict(data))
+    input_spec = _load_input(root)
+
+    label_t = root.table("label", required=True)
+    label = LabelSpec(column=label_t.get("column", str), positive=label_t.strings("positive"),
+                      negative=label_t.strings("negative"))
+    if not label.positive or not label.negative:
+        raise label_t.error("positive" if not label.positive else "negative",
+                            "must list at least one value")
+    both = set(label.positive) & set(label.negative)
+    if both:
+        raise label_t.error("negative", f"value {sorted(both)[0]!r} is also positive")
+    label_t.finish()
+
+    columns_table = root.table("columns", required=True)
+    if not columns_table.data:
+        raise columns_table.error("", "no columns defined")
+    if label.column in columns_table.data:
+        raise columns_table.error(label.column, "is the label column; describe it in [label] "
+                                                "only")
+    columns = tuple(_load_column(columns_table.table(name), name)
+                    for name in list(columns_table.data))
+    columns += (ColumnSpec(name=label.column, kind=LABEL),)
+    columns_table.finish()
+    by_name = {c.name: c for c in columns}
+
+    if input_spec.columns:
+        extra = [c for c in input_spec.columns if c not in by_name]
+        if extra:
+            raise ConfigError(f"{source}: key 'input.columns': column '{extra[0]}' has no "
+                              f"[columns.{extra[0]}] table (mark it kind = \"ignore\" to drop it)")
+        missing = [c for c in by_name if c not in input_spec.columns]
+        if missing:
+            raise ConfigError(f"{source}: key 'input.columns': column '{missing[0]}' is "
+                              f"configured but not listed here")
+        columns = tuple(by_name[c] for c in input_spec.columns)
+
+    crosses = []
+    for i, item in enumerate(root.get("crosses", list, [])):
+        t = _Table(source, f"crosses[{i}]", item)
+        cross_columns = t.strings("columns")
+        if len(cross_columns) < 2:
+            raise t.error("columns", "a cross needs at least two columns")
+        for c in cross_columns:
+            if c not in by_name:
+                raise t.error("columns", f"unknown column '{c}'; columns are {', '.join(by_name)}")
+            if not by_name[c].is_categorical:
+                raise t.error("columns", f"column '{c}' is {by_name[c].kind}; crosses take "
+                                         "categorical or multivalent columns")
+        name = t.get("name", str, "_x_".join(cross_columns))
+        crosses.append(CrossSpec(name=name, columns=cross_columns, **_load_vocab_or_hash(t)))
+        t.finish()
+    names = [c.name for c in columns] + [x.name for x in crosses]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError(f"{source}: key 'crosses': name '{sorted(dup)[0]}' is used twice")
+
+    model_t = root.table("model", required=True)
+    features = {c.name for c in columns if c.kind in (CATEGORICAL, MULTIVALENT, NUMERIC)}
+    features |= {x.name for x in crosses}
+    wide, deep = model_t.strings("wide"), model_t.strings("deep")
+    for key, names_ in (("wide", wide), ("deep", deep)):
+        for n in names_:
+            if n not in features:
+                raise model_t.error(key, f"unknown feature '{n}'; features are "
+                                         f"{', '.join(sorted(features))}")
+    if not wide or not deep:
+        raise model_t.error("wide" if not wide else "deep", "must name at least one feature")
+    model_t.finish()
+
+    eval_t = root.table("eval")
+    slices = eval_t.strings("slices", ())
+    for s in slices:
+        if s not in by_name or by_name[s].kind in (IGNORE, MULTIVALENT):
+            raise eval_t.error("slices", f"'{s}' is not a single-valued column")
+    eval_t.finish()
+
+    split_t = root.table("split")
+    split = SplitSpec(
+        method=split_t.get("method", str, "hash", check=lambda v: v in SPLIT_METHODS,
+                           why=f"must be one of {', '.join(SPLIT_METHODS)}"),
+        key=split_t.get("key", str, ""),
+        eval_fraction=split_t.get("eval_fraction", float, 0.1, check=lambda v: 0 < v < 1,
+                                  why="must be between 0 and 1"),
+        day_column=split_t.get("day_column", str, ""),
+        eval_days=split_t.get("eval_days", int, 1, check=_positive, why="must be >= 1"))
+    if split.method == "hash":
+        if split.key not in by_name:
+            raise split_t.error("key", f"'{split.key}' is not a column (split.method = \"hash\" "
+                                       "needs a key column)")
+    if split.method == "day" and split.day_column not in by_name:
+        raise split_t.error("day_column", f"'{split.day_column}' is not a column")
+    split_t.finish()
+
+    validation_t = root.table("validation")
+    max_dead = validation_t.get("max_dead_letter_fraction", float, 0.01,
+                                check=lambda v: 0 <= v <= 1, why="must be between 0 and 1")
+    validation_t.finish()
+
+    train = _load_dataclass(root.table("train"), TrainParams)
+    if train.model_type not in MODEL_TYPES:
+        raise ConfigError(f"{source}: key 'train.model_type': must be one of "
+                          f"{', '.join(MODEL_TYPES)}")
+    gate = _load_dataclass(root.table("gate"), GateParams)
+    serving = _load_dataclass(root.table("serving"), ServingParams)
+    for key, names_ in (("query_columns", serving.query_columns),
+                        ("item_column", (serving.item_column,) if serving.item_column else ())):
+        for n in names_:
+            if n not in by_name:
+                raise ConfigError(f"{source}: key 'serving.{key}': '{n}' is not a column")
+    root.finish()
+    return FeatureConfig(source=source, input=input_spec, label=label, columns=columns,
+                         crosses=tuple(crosses), wide=wide, deep=deep, slices=slices,
+                         split=split, max_dead_letter_fraction=max_dead, train=train,
+                         gate=gate, serving=serving)
+
+
+def _load_dataclass(t: _Table, cls):
+    """Fills a params dataclass from a table, type-checked against its defaults."""
+    values = {}
+    for field in dataclasses.fields(cls):
+        default = field.default
+        if isinstance(default, tuple):
+            value = t.get(field.name, list, None)
+            if value is not None:
+                item_type = type(default[0]) if default else str
+                if not all(isinstance(v, item_type) and not isinstance(v, bool) for v in value):
+                    raise t.error(field.name, f"expected a list of {item_type.__name__}, "
+                                              f"got {value!r}")
+                values[field.name] = tuple(value)
+        elif field.name in t.data:
+            values[field.name] = t.get(field.name, type(default))
+    t.finish()
+    return dataclasses.replace(cls(), **values)
+
+
+def with_overrides(params, overrides: Mapping[str, Any]):
+    """Returns params with CLI overrides applied (None means 'not given')."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(params, **given)

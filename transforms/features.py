@@ -1,0 +1,136 @@
+"""Feature engineering derived from the config: raw specs, the TFT preprocessing_fn, sizes.
+
+The transformed feature of a column or cross keeps its config name, so a reader follows one
+name from the config to the model's inputs. Vocabularies are written under stable names
+(``vocab_<feature>``) because warm start remaps embedding rows by token through them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import tensorflow as tf
+
+from transforms import config as cfg
+
+CROSS_SEPARATOR = "_X_"
+
+
+def raw_feature_spec(config: cfg.FeatureConfig) -> dict[str, tf.io.FixedLenFeature | tf.io.VarLenFeature]:
+    """Feature spec of validated raw rows (what the Beam job feeds TFT and writes as raw eval)."""
+    spec = {}
+    for column in config.raw_columns:
+        if column.kind == cfg.MULTIVALENT:
+            spec[column.name] = tf.io.VarLenFeature(tf.string)
+        elif column.kind == cfg.NUMERIC:
+            spec[column.name] = tf.io.FixedLenFeature([], tf.float32)
+        elif column.kind == cfg.LABEL:
+            spec[column.name] = tf.io.FixedLenFeature([], tf.int64)
+        else:
+            spec[column.name] = tf.io.FixedLenFeature([], tf.string)
+    return spec
+
+
+def serving_feature_spec(config: cfg.FeatureConfig) -> dict[str, tf.io.FixedLenFeature | tf.io.VarLenFeature]:
+    """Raw model inputs as serving receives them: no label, no keys, a default for each.
+
+    Defaults make a tf.Example with a missing feature score as "unknown" (an OOV bucket or
+    the numeric default) instead of failing the whole request.
+    """
+    spec = {}
+    for column in config.feature_columns:
+        if column.kind == cfg.MULTIVALENT:
+            spec[column.name] = tf.io.VarLenFeature(tf.string)
+        elif column.kind == cfg.NUMERIC:
+            spec[column.name] = tf.io.FixedLenFeature([], tf.float32, default_value=column.default)
+        else:
+            spec[column.name] = tf.io.FixedLenFeature([], tf.string, default_value="")
+    return spec
+
+
+def _categorical(values, vocab_min_count: int, oov_buckets: int, hash_buckets: int,
+                 vocab_name: str):
+    import tensorflow_transform as tft
+
+    if hash_buckets:
+        if isinstance(values, tf.SparseTensor):
+            return tf.SparseTensor(values.indices,
+                                   tf.strings.to_hash_bucket_fast(values.values, hash_buckets),
+                                   values.dense_shape)
+        return tf.strings.to_hash_bucket_fast(values, hash_buckets)
+    return tft.compute_and_apply_vocabulary(values, frequency_threshold=vocab_min_count,
+                                            num_oov_buckets=oov_buckets,
+                                            vocab_filename=vocab_name)
+
+
+def _numeric_to_unit_interval(values, column: cfg.ColumnSpec):
+    """Quantile bucket i of n mapped to (i - 1) / (n - 1), as the paper does (section 4.1)."""
+    import tensorflow_transform as tft
+
+    if column.clip is not None:
+        values = tf.clip_by_value(values, column.clip[0], column.clip[1])
+    if column.log:
+        values = tf.math.log1p(tf.maximum(values, 0.0))
+    boundaries = tft.quantiles(values, num_buckets=column.quantile_buckets,
+                               epsilon=0.25 / column.quantile_buckets)
+    bucket = tft.apply_buckets(values, boundaries)
+    return tf.cast(bucket, tf.float32) / float(column.quantile_buckets - 1)
+
+
+def _as_cross_input(values):
+    if isinstance(values, tf.SparseTensor):
+        return values
+    return tf.reshape(values, [-1, 1])
+
+
+def make_preprocessing_fn(config: cfg.FeatureConfig) -> Callable[[dict], dict]:
+    """The TFT preprocessing_fn for a config: every model feature plus the label."""
+    used = set(config.model_feature_names())
+
+    def preprocessing_fn(inputs: dict) -> dict:
+        outputs = {}
+        for column in config.feature_columns:
+            if column.name not in used:
+                continue
+            values = inputs[column.name]
+            if column.kind == cfg.NUMERIC:
+                outputs[column.name] = _numeric_to_unit_interval(values, column)
+            else:
+                outputs[column.name] = _categorical(values, column.vocab_min_count,
+                                                    column.oov_buckets, column.hash_buckets,
+                                                    column.vocab_name)
+        for cross in config.crosses:
+            if cross.name not in used:
+                continue
+            tokens = tf.sparse.cross([_as_cross_input(inputs[c]) for c in cross.columns],
+                                     separator=CROSS_SEPARATOR)
+            outputs[cross.name] = _categorical(tokens, cross.vocab_min_count, cross.oov_buckets,
+                                               cross.hash_buckets, cross.vocab_name)
+        outputs[config.label.column] = inputs[config.label.column]
+        return outputs
+
+    return preprocessing_fn
+
+
+def categorical_specs(config: cfg.FeatureConfig) -> dict[str, cfg.ColumnSpec | cfg.CrossSpec]:
+    """Every categorical model feature (columns and crosses) by transformed name."""
+    used = set(config.model_feature_names())
+    specs: dict[str, cfg.ColumnSpec | cfg.CrossSpec] = {
+        c.name: c for c in config.feature_columns if c.is_categorical and c.name in used}
+    specs.update({x.name: x for x in config.crosses if x.name in used})
+    return specs
+
+
+def is_multivalent(config: cfg.FeatureConfig, name: str) -> bool:
+    """Whether a transformed categorical feature holds a list per row (sparse)."""
+    for cross in config.crosses:
+        if cross.name == name:
+            return True
+    return config.column(name).kind == cfg.MULTIVALENT
+
+
+def cardinality(spec: cfg.ColumnSpec | cfg.CrossSpec, tft_output) -> int:
+    """Number of distinct ids a categorical feature can take (vocabulary + OOV, or buckets)."""
+    if spec.hash_buckets:
+        return spec.hash_buckets
+    return tft_output.vocabulary_size_by_name(spec.vocab_name) + spec.oov_buckets
