@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import json
 import math
 import zlib
@@ -181,11 +180,10 @@ class RecordBatchBuilder:
 def _csv_rows(path: str, config: cfg.FeatureConfig) -> Iterator[tuple[int, Any, str, str, str]]:
     spec = config.input
     with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
-        stream = io.BufferedReader(handle, buffer_size=1 << 20)
         line_number = 0
         order = None
         try:
-            for raw in stream:
+            for raw in iter(handle.readline, b""):
                 line_number += 1
                 if line_number <= spec.skip_lines:
                     continue

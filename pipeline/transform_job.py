@@ -26,6 +26,7 @@ from pipeline import io as wd_io
 from transforms import config as cfg
 from transforms import features
 
+LOG = logging.getLogger("widedeep")
 STATS_FILE = "stats.json"
 METRICS_NAMESPACE = "widedeep"
 
@@ -131,7 +132,7 @@ def _counters(result) -> dict[str, dict[str, int]]:
 
 def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str, *,
                   eval_input_pattern: str | None = None, pipeline_args: Sequence[str] = (),
-                  log: Callable[[str], None] = print) -> dict:
+                  log: Callable[[str], None] = LOG.info) -> dict:
     """Runs the job; returns stats (also written to ``<output_dir>/stats.json``)."""
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam

@@ -1,0 +1,116 @@
+"""The `widedeep` command: argument parsing only; every subcommand calls one run function.
+
+Arguments this parser does not know are handed to Beam as pipeline options, so
+``--runner DataflowRunner --project P ...`` reaches the runner unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+LOG = logging.getLogger("widedeep")
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="feature config (TOML)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="widedeep", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="library logs too")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    synth = sub.add_parser("synth", help="write the synthetic app-store impression log")
+    synth.add_argument("--out", required=True, help="output dir (day=YYYY-MM-DD/part-*.csv)")
+    synth.add_argument("--days", type=int, default=1)
+    synth.add_argument("--rows-per-day", type=int, default=100_000)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--start-date", default="2026-01-01")
+    synth.add_argument("--shards", type=int, default=4)
+
+    transform = sub.add_parser("transform", help="data generation: validate, TFT, TFRecords")
+    _add_config(transform)
+    transform.add_argument("--input", required=True, help="raw input glob (local or gs://)")
+    transform.add_argument("--eval-input", help="separate eval input glob")
+    transform.add_argument("--work-dir", required=True,
+                           help="output goes to <work-dir>/transform")
+
+    train = sub.add_parser("train", help="train Wide & Deep on a transform output")
+    _add_config(train)
+    train.add_argument("--transform-dir", required=True)
+    train.add_argument("--model-dir", required=True)
+    train.add_argument("--model", choices=("wide_deep", "wide", "deep"),
+                       help="model type (default: the config's train.model_type)")
+    train.add_argument("--warm-start", default="none",
+                       help="none, or PATH of a previous model dir")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--max-steps", type=int)
+    train.add_argument("--batch-size", type=int)
+
+    run = sub.add_parser("run", help="the whole loop: (synth) → transform → train")
+    _add_config(run)
+    run.add_argument("--input", help="raw input glob; without it, synthetic data is made")
+    run.add_argument("--eval-input", help="separate eval input glob")
+    run.add_argument("--work-dir", required=True)
+    run.add_argument("--run-id", help="rerun (resume) a given run id")
+    run.add_argument("--synth-rows", type=int, default=200_000,
+                     help="synthetic rows when no --input is given")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, beam_args = _parser().parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if not args.verbose:
+        from pipeline.transform_job import quiet_beam_logs
+        quiet_beam_logs()
+    if beam_args and args.command not in ("transform", "run"):
+        _parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
+
+    from transforms.config import ConfigError, load_config
+    from pipeline.io import InputError
+    from pipeline.transform_job import TransformError
+
+    try:
+        if args.command == "synth":
+            from transforms import synthetic
+            paths = synthetic.write_log(args.out, days=args.days, rows_per_day=args.rows_per_day,
+                                        seed=args.seed, start_date=args.start_date,
+                                        shards=args.shards)
+            LOG.info("synth: wrote %d file(s) → %s", len(paths), args.out)
+            return 0
+        config = load_config(args.config)
+        if args.command == "transform":
+            from pipeline import transform_job
+            transform_job.run_transform(config, args.input, os.path.join(args.work_dir, "transform"),
+                                        eval_input_pattern=args.eval_input,
+                                        pipeline_args=beam_args, log=LOG.info)
+            return 0
+        if args.command == "train":
+            from transforms.config import with_overrides
+            from trainer import train as trainer
+            params = with_overrides(config.train, {
+                "model_type": args.model, "epochs": args.epochs, "max_steps": args.max_steps,
+                "batch_size": args.batch_size})
+            warm = None if args.warm_start == "none" else args.warm_start
+            trainer.train(config, args.transform_dir, args.model_dir, params=params,
+                          warm_start_from=warm, log=LOG.info)
+            return 0
+        if args.command == "run":
+            from pipeline import orchestrate
+            return orchestrate.run(config, work_dir=args.work_dir, input_pattern=args.input,
+                                   eval_input_pattern=args.eval_input, run_id=args.run_id,
+                                   synth_rows=args.synth_rows, pipeline_args=beam_args)
+    except (ConfigError, InputError, TransformError) as e:
+        LOG.error("error: %s", e)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Shared fixtures: small real data through the real components (no mocks)."""
+
+import dataclasses
+import os
+import types
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest
+
+from configs import shipped_config
+from transforms.config import load_config
+
+TINY_ROWS = 4000
+
+
+def tiny_appstore_config():
+    """The shipped app-store config with a model small enough for unit tests."""
+    config = load_config(shipped_config("appstore.toml"))
+    train = dataclasses.replace(config.train, hidden_units=(16, 8), embedding_dim=4,
+                                batch_size=128, checkpoint_every_steps=10)
+    return dataclasses.replace(config, train=train)
+
+
+@pytest.fixture(scope="session")
+def transform_output(tmp_path_factory):
+    """Tiny synthetic app-store log run through the real transform job, once per session."""
+    from pipeline import transform_job
+    from transforms import synthetic
+
+    root = tmp_path_factory.mktemp("appstore")
+    synthetic.write_log(str(root / "raw"), days=1, rows_per_day=TINY_ROWS, seed=7, shards=2)
+    config = tiny_appstore_config()
+    transform_dir = str(root / "transform")
+    stats = transform_job.run_transform(config, str(root / "raw" / "day=*" / "*.csv"),
+                                        transform_dir)
+    return types.SimpleNamespace(config=config, transform_dir=transform_dir, stats=stats,
+                                 root=str(root))

@@ -1,0 +1,225 @@
+"""The data-generation job on tiny hand-written input, through real Beam and TFT."""
+
+import glob
+import gzip
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline import transform_job
+from pipeline.io import InputError
+from transforms.config import parse_config
+from transforms.features import CROSS_SEPARATOR
+from tests.test_config import MINIMAL
+
+import tomllib
+
+# country: US x4, DE x3, FR x2 per 10 rows → with vocab_min_count = 3 FR stays out.
+COUNTRIES = ["US", "DE", "US", "FR", "US", "DE", "US", "FR", "DE", "JP"]
+APPS = ["a;b", "b", "", "c;a", "b;c", "a", "c", "a;b;c", "b", "a"]
+GOOD_TRAIN_ROWS = 40
+BAD_ROWS = {
+    "wrong_field_count": b"u9,US,a\n",
+    "not_a_number": b"u9,US,a,cheap,1\n",
+    "not_finite": b"u9,US,a,nan,1\nu9,US,a,-inf,0\n",
+    "empty_label": b"u9,US,a,3,\n",
+    "unknown_label": b"u9,US,a,3,yes\n",
+    "bad_encoding": b"u9,\xff\xfeUS,a,3,1\n",
+}
+
+
+def tiny_config(tmp_path, **split):
+    data = tomllib.loads(MINIMAL)
+    data["crosses"][0] = {"columns": ["apps", "country"], "vocab_min_count": 1}
+    data["split"] = split or {"method": "eval_input"}
+    data["validation"] = {"max_dead_letter_fraction": 0.5}
+    return parse_config(data, str(tmp_path / "tiny.toml"))
+
+
+def write_inputs(root):
+    os.makedirs(root / "train")
+    header = b"user,country,apps,price,clicked\n"
+    with open(root / "train" / "part-0.csv", "wb") as f:
+        f.write(header)
+        for i in range(GOOD_TRAIN_ROWS):
+            f.write(f"u{i},{COUNTRIES[i % 10]},{APPS[i % 10]},{i + 1},{i % 2}\n".encode())
+        for line in BAD_ROWS.values():
+            f.write(line)
+    with gzip.open(root / "train" / "part-1.csv.gz", "wb") as f:  # compressed input works too
+        f.write(header + b"u100,US,a;b,20.5,1\n")
+    os.makedirs(root / "eval")
+    with open(root / "eval" / "part-0.csv", "wb") as f:
+        f.write(header + b"u200,DE,b;c,7,0\nu201,XX,z,100,1\nu202,US,,1,0\n")
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    write_inputs(root)
+    config = tiny_config(root)
+    out = str(root / "out")
+    stats = transform_job.run_transform(config, str(root / "train" / "*"), out,
+                                        eval_input_pattern=str(root / "eval" / "*.csv"))
+    return root, config, out, stats
+
+
+def read_vocab(out, name):
+    with open(os.path.join(out, "transform_fn", "assets", name)) as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def read_examples(pattern):
+    files = sorted(glob.glob(pattern))
+    assert files, pattern
+    return [tf.train.Example.FromString(r)
+            for r in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator()]
+
+
+def feature_values(example):
+    out = {}
+    for name, feature in example.features.feature.items():
+        kind = feature.WhichOneof("kind")
+        out[name] = tuple(np.round(getattr(feature, kind).value, 6)) if kind else ()
+    return out
+
+
+def test_vocabulary_honours_min_count(job):
+    _, _, out, stats = job
+    # 41 train rows: US 17, DE 12, FR 8, JP 4 → all >= 3; the eval file's XX is never seen.
+    assert read_vocab(out, "vocab_country") == ["US", "DE", "FR", "JP"]
+    assert stats["vocabulary_sizes"]["vocab_country"] == 4
+
+
+def test_vocabulary_min_count_drops_rare_tokens(tmp_path):
+    root = tmp_path
+    write_inputs(root)
+    data = tomllib.loads(MINIMAL)
+    data["columns"]["country"]["vocab_min_count"] = 10
+    data["split"] = {"method": "eval_input"}
+    data["validation"] = {"max_dead_letter_fraction": 0.5}
+    config = parse_config(data, "min10.toml")
+    out = str(root / "out")
+    transform_job.run_transform(config, str(root / "train" / "*"), out,
+                                eval_input_pattern=str(root / "eval" / "*.csv"))
+    assert read_vocab(out, "vocab_country") == ["US", "DE"]  # FR (8) and JP (4) < 10
+
+
+def test_cross_contains_exactly_the_cross_product_tokens(job):
+    _, _, out, _ = job
+    expected = set()
+    rows = [(COUNTRIES[i % 10], APPS[i % 10]) for i in range(GOOD_TRAIN_ROWS)] + [("US", "a;b")]
+    for country, apps in rows:
+        for app in filter(None, apps.split(";")):
+            expected.add(f"{app}{CROSS_SEPARATOR}{country}")
+    vocab = read_vocab(out, "vocab_apps_x_country")
+    assert len(vocab) == len(set(vocab))
+    assert set(vocab) == expected
+
+
+def test_numeric_lands_exactly_on_bucket_fractions(job):
+    import tensorflow_transform as tft
+
+    _, _, out, _ = job
+    tft_output = tft.TFTransformOutput(out)
+    prices = np.arange(1, 41, dtype=np.float32)
+    raw = {"country": tf.constant(["US"] * 40), "price": tf.constant(prices),
+           "apps": tf.sparse.from_dense(tf.constant([["a"]] * 40))}
+    layer = tft_output.transform_features_layer()
+    values = layer(raw)["price"].numpy()
+    # quantile_buckets = 4: bucket i of 4 → (i - 1) / 3, and every bucket is used.
+    np.testing.assert_allclose(np.unique(values), [0.0, 1 / 3, 2 / 3, 1.0], rtol=0, atol=1e-7)
+    assert np.all(np.diff(values) >= 0)
+
+
+def test_bad_rows_dead_lettered_with_reason_and_good_rows_all_kept(job):
+    root, _, out, stats = job
+    n_bad = sum(line.count(b"\n") for line in BAD_ROWS.values())
+    assert stats["rows_in"] == GOOD_TRAIN_ROWS + 1 + n_bad + 3
+    assert stats["rows_dead_lettered"] == n_bad
+    assert stats["dead_letter_by_reason"] == {
+        reason: line.count(b"\n") for reason, line in BAD_ROWS.items()}
+    assert stats["rows_out"] == {"train": GOOD_TRAIN_ROWS + 1, "eval": 3}
+    assert len(read_examples(os.path.join(out, "train-*.tfrecord.gz"))) == GOOD_TRAIN_ROWS + 1
+    assert len(read_examples(os.path.join(out, "eval-*.tfrecord.gz"))) == 3
+    letters = [json.loads(line) for path in glob.glob(os.path.join(out, "dead_letter-*.jsonl"))
+               for line in open(path)]
+    assert len(letters) == n_bad
+    by_reason = {letter["reason"]: letter for letter in letters}
+    assert by_reason["not_a_number"]["raw"] == "u9,US,a,cheap,1"
+    assert "'price'" in by_reason["not_a_number"]["detail"]
+    assert by_reason["not_a_number"]["file"].endswith("part-0.csv")
+    assert by_reason["not_a_number"]["line"] == 1 + GOOD_TRAIN_ROWS + 2
+    with open(os.path.join(out, "stats.json")) as f:
+        assert json.load(f)["rows_dead_lettered"] == n_bad
+
+
+def test_transform_graph_alone_turns_raw_examples_into_the_same_features(job, tmp_path):
+    """Self-contained: the raw input deleted, the transform_fn maps raw eval examples to the
+    features the job wrote (the property serving relies on)."""
+    import tensorflow_transform as tft
+    from transforms.features import serving_feature_spec
+
+    root, config, out, _ = job
+    copy = str(tmp_path / "transform")
+    shutil.copytree(out, copy)
+    layer = tft.TFTransformOutput(copy).transform_features_layer()
+    raw_examples = [e.SerializeToString()
+                    for e in read_examples(os.path.join(copy, "eval_raw-*.tfrecord.gz"))]
+    parsed = tf.io.parse_example(raw_examples, serving_feature_spec(config))
+    transformed = layer(parsed)
+    from_graph = []
+    for i in range(len(raw_examples)):
+        row = {}
+        for name, value in transformed.items():
+            if isinstance(value, tf.SparseTensor):
+                in_row = value.indices.numpy()[:, 0] == i
+                row[name] = tuple(np.round(value.values.numpy()[in_row].astype(float), 6))
+            else:
+                row[name] = tuple(np.round(np.atleast_1d(value.numpy()[i]).astype(float), 6))
+        from_graph.append(row)
+    written = [feature_values(e) for e in read_examples(os.path.join(copy, "eval-*.tfrecord.gz"))]
+    for row in written:
+        row.pop(config.label.column)
+    key = lambda row: json.dumps({k: [float(x) for x in v] for k, v in sorted(row.items())})
+    assert sorted(map(key, from_graph)) == sorted(map(key, written))
+    # The unseen country XX of the eval file maps to the OOV bucket (index = vocab size).
+    assert 4 in [row["country"][0] for row in written]
+
+
+def test_multi_processing_mode_gives_the_same_output(job, tmp_path):
+    root, config, out, _ = job
+    out_mp = str(tmp_path / "mp")
+    transform_job.run_transform(config, str(root / "train" / "*"), out_mp,
+                                eval_input_pattern=str(root / "eval" / "*.csv"),
+                                pipeline_args=["--direct_running_mode=multi_processing",
+                                               "--direct_num_workers=2"])
+    for name in ("vocab_country", "vocab_apps", "vocab_apps_x_country"):
+        assert read_vocab(out_mp, name) == read_vocab(out, name)
+    for split in ("train", "eval"):
+        key = lambda e: json.dumps(sorted((k, list(map(float, v)))
+                                          for k, v in feature_values(e).items()))
+        assert (sorted(map(key, read_examples(os.path.join(out_mp, f"{split}-*"))))
+                == sorted(map(key, read_examples(os.path.join(out, f"{split}-*")))))
+
+
+def test_too_many_dead_letters_fail_the_job_and_leave_no_output(tmp_path):
+    write_inputs(tmp_path)
+    config = tiny_config(tmp_path)
+    config = type(config)(**{**config.__dict__, "max_dead_letter_fraction": 0.01})
+    out = str(tmp_path / "out")
+    with pytest.raises(transform_job.TransformError, match=r"dead-lettered.*over the limit"):
+        transform_job.run_transform(config, str(tmp_path / "train" / "*"), out,
+                                    eval_input_pattern=str(tmp_path / "eval" / "*.csv"))
+    assert not os.path.exists(out)
+    assert glob.glob(out + ".partial/dead_letter-*.jsonl")
+
+
+def test_input_glob_matching_nothing_is_a_clear_error(tmp_path):
+    config = tiny_config(tmp_path, key="user")
+    with pytest.raises(InputError, match="no files match"):
+        transform_job.run_transform(config, str(tmp_path / "nothing" / "*.csv"),
+                                    str(tmp_path / "out"))
