@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 import os
 import shutil
 import tempfile
@@ -20,6 +21,8 @@ import time
 from typing import Callable, Sequence
 
 import apache_beam as beam
+from apache_beam.io import filebasedsink
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline import io as wd_io
@@ -50,11 +53,40 @@ def _count_dead_letter(letter: wd_io.DeadLetter) -> str:
     return letter.to_json()
 
 
-def _to_examples(batch_and_passthrough) -> list[bytes]:
+def _masked_crc32c(data: bytes) -> int:
+    import google_crc32c  # ships with apache-beam[gcp]; C implementation
+
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def frame_tfrecords(records: list[bytes]) -> bytes:
+    """Records in TFRecord framing (length, masked CRC32C of length, data, CRC of data)."""
+    parts = []
+    for record in records:
+        length = struct.pack("<Q", len(record))
+        parts += (length, struct.pack("<I", _masked_crc32c(length)), record,
+                  struct.pack("<I", _masked_crc32c(record)))
+    return b"".join(parts)
+
+
+def _framed_examples(batch_and_passthrough) -> bytes:
     from tfx_bsl.coders import example_coder
 
     batch = batch_and_passthrough[0] if isinstance(batch_and_passthrough, tuple) else batch_and_passthrough
-    return example_coder.RecordBatchToExamples(batch)
+    return frame_tfrecords(example_coder.RecordBatchToExamples(batch))
+
+
+class _FramedTFRecordSink(filebasedsink.FileBasedSink):
+    """A TFRecord sink whose elements are already framed blocks of many records.
+
+    WriteToTFRecord takes one element per record; at a million rows its per-element cost
+    and a gzip call per record dominated the whole job. One element per record batch keeps
+    the output byte-compatible TFRecords at a fraction of the cost.
+    """
+
+    def write_encoded_record(self, file_handle, value):
+        file_handle.write(value)
 
 
 class WriteExamples(beam.PTransform):
@@ -65,11 +97,13 @@ class WriteExamples(beam.PTransform):
         self.prefix = prefix
 
     def expand(self, batches):
+        sink = _FramedTFRecordSink(self.prefix, coder=beam.coders.BytesCoder(),
+                                   file_name_suffix=".tfrecord.gz",
+                                   mime_type="application/octet-stream",
+                                   compression_type=CompressionTypes.GZIP)
         return (batches
-                | "ToExamples" >> beam.FlatMap(_to_examples)
-                | "Write" >> beam.io.WriteToTFRecord(
-                    self.prefix, file_name_suffix=".tfrecord.gz",
-                    compression_type=beam.io.filesystem.CompressionTypes.GZIP))
+                | "FrameExamples" >> beam.Map(_framed_examples)
+                | "Write" >> beam.io.Write(sink))
 
 
 def tensor_adapter_config(config: cfg.FeatureConfig):
