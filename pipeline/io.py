@@ -8,8 +8,10 @@ dropped silently: it goes to the dead-letter output with its file, line and reas
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import gzip
 import json
 import math
 import zlib
@@ -177,10 +179,29 @@ class RecordBatchBuilder:
 # Per-format readers: each yields (line_number, fields | None, raw_text, error_reason, detail)
 
 
+@contextlib.contextmanager
+def _open_text_source(path: str):
+    """Opens a possibly compressed file; a truncated gzip must fail, not end early.
+
+    Beam's own decompressing reader stops quietly at a gzip cut short (rows would be lost
+    without a word); Python's gzip raises EOFError there.
+    """
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        if path.endswith(".gz"):
+            with gzip.GzipFile(fileobj=raw) as handle:
+                yield handle
+        elif CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED:
+            raw.close()
+            with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
+                yield handle
+        else:
+            yield raw
+
+
 def _csv_chunks(path: str, config: cfg.FeatureConfig):
     """Yields lists of up to ROWS_PER_BATCH (line_number, raw bytes) data lines of a CSV file."""
     spec = config.input
-    with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
+    with _open_text_source(path) as handle:
         line_number = 0
         file_columns = None if spec.header else list(config.column_names)
         chunk: list[tuple[int, bytes]] = []

@@ -1,0 +1,188 @@
+"""Reading and validating raw input in every format, without TFT (fast)."""
+
+import gzip
+import json
+import tomllib
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import tensorflow as tf
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline import io as wd_io
+from transforms.config import parse_config
+from tests.test_config import MINIMAL
+
+HEADER = "user,country,apps,price,clicked\n"
+
+
+def config_for(fmt="csv", **input_keys):
+    data = tomllib.loads(MINIMAL)
+    data["input"] = {"format": fmt, **input_keys}
+    return parse_config(data, "tiny.toml")
+
+
+def read_file(config, path):
+    """Runs the per-file reader DoFn directly: (record batches, dead letters)."""
+    reader = wd_io._ReadAndValidateFile(config)
+    reader.setup()
+    batches, dead = [], []
+    for item in reader.process(str(path)):
+        if isinstance(item, beam.pvalue.TaggedOutput):
+            dead.append(item.value)
+        else:
+            batches.append(item)
+    return batches, dead
+
+
+def column(batches, name):
+    return [v for b in batches for v in b.column(name).to_pylist()]
+
+
+def test_csv_rows_become_typed_record_batches(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text(HEADER + "u1, US ,a;b,1.5,1\nu2,DE,,2,0\nu3,FR,c;;d,,0\n")
+    batches, dead = read_file(config_for(), path)
+    assert dead == []
+    assert column(batches, "country") == [[b"US"], [b"DE"], [b"FR"]]
+    assert column(batches, "apps") == [[b"a", b"b"], [], [b"c", b"d"]]
+    assert column(batches, "price") == [[1.5], [2.0], [0.0]]  # empty → the column default
+    assert column(batches, "clicked") == [[1], [0], [0]]
+
+
+def test_one_bad_row_does_not_cost_its_neighbours(tmp_path):
+    """A chunk with a bad row falls back to row-by-row validation: same typed output."""
+    path = tmp_path / "a.csv"
+    path.write_text(HEADER + "u1, US ,a;b,1.5,1\nu2,DE,,2,0\nu3,FR,c;;d,,0\nu4,US,a,1e400,1\n")
+    batches, dead = read_file(config_for(), path)
+    assert [(d.line, d.reason) for d in dead] == [(5, "not_finite")]
+    assert column(batches, "country") == [[b"US"], [b"DE"], [b"FR"]]
+    assert column(batches, "apps") == [[b"a", b"b"], [], [b"c", b"d"]]
+    assert column(batches, "price") == [[1.5], [2.0], [0.0]]
+
+
+def test_header_may_order_columns_differently(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text("clicked,price,apps,country,user\n1,3,x,US,u1\n")
+    batches, _ = read_file(config_for(), path)
+    assert column(batches, "user") == [[b"u1"]] and column(batches, "price") == [[3.0]]
+
+
+def test_header_that_does_not_match_the_config_is_refused_with_what_was_found(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text("user;country;apps;price;clicked\nu1;US;a;1;1\n")
+    with pytest.raises(wd_io.InputError, match=r"a.csv.*does not match.*delimiter"):
+        read_file(config_for(), path)
+
+
+def test_headerless_csv_with_missing_markers_and_a_banner_line(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text("|1x3 Cross validator\nu1, ?, a, 3, 1\nu2, US, ?, ?, 0\n\n")
+    config = config_for(header=False, columns=["user", "country", "apps", "price", "clicked"],
+                        skip_lines=1, missing_values=["?"])
+    batches, dead = read_file(config, path)
+    assert dead == []
+    assert column(batches, "country") == [[b""], [b"US"]]
+    assert column(batches, "apps") == [[b"a"], []]
+    assert column(batches, "price") == [[3.0], [0.0]]
+
+
+def test_truncated_gzip_is_an_error_naming_the_file(tmp_path):
+    data = gzip.compress((HEADER + "u1,US,a,1,1\n" * 5000).encode())
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(wd_io.InputError, match="cut.csv.gz.*truncated"):
+        read_file(config_for(), path)
+
+
+def test_empty_file_is_an_error_and_header_only_file_has_no_rows(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(wd_io.InputError, match="empty.csv: empty file"):
+        read_file(config_for(), tmp_path / "empty.csv")
+    (tmp_path / "header.csv").write_text(HEADER)
+    assert read_file(config_for(), tmp_path / "header.csv") == ([], [])
+
+
+def test_parquet_input(tmp_path):
+    table = pa.table({"user": ["u1", "u2"], "country": ["US", None],
+                      "apps": [["a", "b"], []], "price": [1.0, float("nan")],
+                      "clicked": ["1", "0"]})
+    pq.write_table(table, tmp_path / "a.parquet")
+    batches, dead = read_file(config_for("parquet"), tmp_path / "a.parquet")
+    assert column(batches, "apps") == [[b"a", b"b"]]
+    assert [(d.line, d.reason) for d in dead] == [(2, "not_finite")]
+
+
+@pytest.mark.parametrize("table, words", [
+    (pa.table({"user": ["u"], "country": ["US"], "apps": ["a"], "clicked": ["1"]}),
+     r"lacks configured column\(s\) \['price'\]"),
+    (pa.table({"user": ["u"], "country": ["US"], "apps": ["a"], "price": [[1.0]],
+               "clicked": ["1"]}), "'price' is list<.*double>, which does not fit a numeric"),
+])
+def test_parquet_schema_mismatch_is_refused(tmp_path, table, words):
+    pq.write_table(table, tmp_path / "bad.parquet")
+    with pytest.raises(wd_io.InputError, match=words):
+        read_file(config_for("parquet"), tmp_path / "bad.parquet")
+
+
+def test_tfrecord_input_and_a_missing_feature(tmp_path):
+    def example(**features):
+        feature = {}
+        for name, value in features.items():
+            if isinstance(value, float):
+                feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+            else:
+                values = value if isinstance(value, list) else [value]
+                feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(
+                    value=[v.encode() for v in values]))
+        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+    path = str(tmp_path / "a.tfrecord.gz")
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        writer.write(example(user="u1", country="US", apps=["a", "b"], price=2.0, clicked="1"))
+        writer.write(example(user="u2", apps=["a"], price=2.0, clicked="0"))  # no country
+    batches, dead = read_file(config_for("tfrecord"), path)
+    assert column(batches, "apps") == [[b"a", b"b"]]
+    assert [(d.line, d.reason) for d in dead] == [(2, "missing_feature")]
+    assert "country" in dead[0].detail
+
+
+def test_dead_letter_json_keeps_the_raw_row_and_bounds_huge_rows():
+    letter = wd_io.DeadLetter("f.csv", 3, "not_a_number", "column 'price': 'x'", "a" * 2_000_000)
+    record = json.loads(letter.to_json())
+    assert record["file"] == "f.csv" and record["line"] == 3
+    assert record["raw"].startswith("a" * 100) and "2000000 chars" in record["raw"]
+
+
+def test_hash_split_is_deterministic_and_near_the_fraction():
+    keys = [f"user{i}".encode() for i in range(20000)]
+    first, second = wd_io.hash_fraction(keys), wd_io.hash_fraction(keys)
+    assert np.array_equal(first, second)
+    assert abs((first < 0.1).mean() - 0.1) < 0.01
+
+
+def test_split_by_newest_day_in_a_pipeline():
+    config = config_for()
+    split = wd_io.SplitTrainEval(type(config.split)(method="day", day_column="user", eval_days=1))
+    schema = wd_io.arrow_schema(config)
+
+    def batch(users):
+        n = len(users)
+        offsets = pa.array(np.arange(n + 1))
+        arrays = [pa.LargeListArray.from_arrays(offsets, pa.array(
+            [u.encode() for u in users] if f.type.value_type == pa.large_binary()
+            else ([0.0] * n if pa.types.is_floating(f.type.value_type) else [0] * n),
+            f.type.value_type)) for f in schema]
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    with TestPipeline() as p:
+        train, evaluation = (p | beam.Create([batch(["d1", "d2", "d3"]), batch(["d3", "d1"])])
+                             | split)
+        users = lambda pc, label: pc | label >> beam.FlatMap(
+            lambda b: [v[0] for v in b.column("user").to_pylist()])
+        assert_that(users(train, "TrainUsers"), equal_to([b"d1", b"d2", b"d1"]), label="Train")
+        assert_that(users(evaluation, "EvalUsers"), equal_to([b"d3", b"d3"]), label="Eval")
