@@ -1,0 +1,132 @@
+"""Serving export, dry run and atomic publishing, on a tiny trained model."""
+
+import dataclasses
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline import gate
+from trainer import export
+from trainer import model as model_lib
+from trainer.train import load_trained_model, train
+
+
+@pytest.fixture(scope="module")
+def trained(transform_output, tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    params = dataclasses.replace(transform_output.config.train, max_steps=30)
+    model_dir = str(root / "model")
+    train(transform_output.config, transform_output.transform_dir, model_dir, params=params,
+          log=lambda *_: None)
+    export_dir = export.export_model(transform_output.config, model_dir,
+                                     transform_output.transform_dir, str(root / "export"))
+    raw_eval = gate.read_raw_eval(transform_output.config, transform_output.transform_dir,
+                                  limit=300)
+    return root, model_dir, export_dir, raw_eval
+
+
+def raw_feature_tensors(config, serialized):
+    """The raw eval examples as the named dense tensors a REST client would send."""
+    from transforms.features import serving_feature_spec
+
+    parsed = tf.io.parse_example(serialized, serving_feature_spec(config))
+    return {name: tf.sparse.to_dense(value, default_value="")
+            if isinstance(value, tf.SparseTensor) else value for name, value in parsed.items()}
+
+
+def test_both_signatures_give_the_same_probabilities(transform_output, trained):
+    _, _, export_dir, raw_eval = trained
+    loaded = tf.saved_model.load(export_dir)
+    from_examples = loaded.signatures[export.SERVING_DEFAULT](
+        examples=tf.constant(raw_eval.serialized))[export.OUTPUT_KEY].numpy()
+    from_tensors = loaded.signatures[export.PREDICT_RAW](
+        **raw_feature_tensors(transform_output.config, raw_eval.serialized))[export.OUTPUT_KEY].numpy()
+    assert from_examples.shape == (len(raw_eval.serialized),)
+    assert np.all((from_examples >= 0) & (from_examples <= 1))
+    np.testing.assert_allclose(from_examples, from_tensors, atol=1e-6)
+
+
+def test_export_matches_the_trained_model_on_transformed_data(transform_output, trained):
+    import tensorflow_transform as tft
+
+    _, model_dir, export_dir, raw_eval = trained
+    from transforms.features import serving_feature_spec
+
+    tft_output = tft.TFTransformOutput(transform_output.transform_dir)
+    parsed = tf.io.parse_example(raw_eval.serialized[:50],
+                                 serving_feature_spec(transform_output.config))
+    direct = load_trained_model(model_dir)(tft_output.transform_features_layer()(parsed)).numpy().ravel()
+    served = export.load_predict_fn(export_dir)(raw_eval.serialized[:50])
+    np.testing.assert_allclose(direct, served, atol=1e-6)
+
+
+def test_export_is_self_contained_once_transform_output_is_gone(transform_output, trained,
+                                                                tmp_path):
+    _, model_dir, _, raw_eval = trained
+    transform_copy = str(tmp_path / "transform")
+    shutil.copytree(transform_output.transform_dir, transform_copy)
+    export_dir = export.export_model(transform_output.config, model_dir, transform_copy,
+                                     str(tmp_path / "export"))
+    expected = export.load_predict_fn(export_dir)(raw_eval.serialized)
+    shutil.rmtree(transform_copy)
+    passed, reason = export.dry_run(export_dir, raw_eval.serialized, expected, str(tmp_path))
+    assert passed, reason
+
+
+def test_missing_feature_and_unseen_category_at_serving_time_still_score(trained):
+    _, _, export_dir, raw_eval = trained
+    example = tf.train.Example.FromString(raw_eval.serialized[0])
+    del example.features.feature["country"]
+    example.features.feature["impression_app"].bytes_list.value[:] = [b"app-never-seen"]
+    probability = export.load_predict_fn(export_dir)([example.SerializeToString()])
+    assert probability.shape == (1,) and 0 <= probability[0] <= 1
+
+
+def test_dry_run_rejects_a_model_with_nan_weights(transform_output, trained, tmp_path):
+    _, model_dir, _, raw_eval = trained
+    model = load_trained_model(model_dir)
+    for variable in model.deep.trainable_variables[-2:]:
+        variable.assign(tf.fill(variable.shape, np.nan))
+    broken_dir = str(tmp_path / "broken_model")
+    shutil.copytree(model_dir, broken_dir)
+    model_lib.save_model(model, model_lib.ModelDir(broken_dir).keras_model)
+    export_dir = export.export_model(transform_output.config, broken_dir,
+                                     transform_output.transform_dir, str(tmp_path / "export"))
+    passed, reason = export.dry_run(export_dir, raw_eval.serialized, None, str(tmp_path))
+    assert not passed
+    assert "not finite" in reason
+
+
+def test_dry_run_rejects_an_export_missing_its_vocabulary_assets(trained, tmp_path):
+    _, _, export_dir, raw_eval = trained
+    broken = str(tmp_path / "broken")
+    shutil.copytree(export_dir, broken)
+    shutil.rmtree(os.path.join(broken, "assets"))
+    passed, reason = export.dry_run(broken, raw_eval.serialized, None, str(tmp_path))
+    assert not passed
+    assert reason
+
+
+def test_publish_versions_increase_keep_k_and_a_crash_before_rename_leaves_nothing(
+        trained, tmp_path):
+    _, _, export_dir, raw_eval = trained
+    serving = str(tmp_path / "serving")
+    examples = raw_eval.serialized[:20]
+    kwargs = dict(keep_versions=2, dry_run_examples=examples, expected=None,
+                  scratch_dir=str(tmp_path / "scratch"))
+    assert export.publish(export_dir, serving, **kwargs)[0] == 1
+    assert export.publish(export_dir, serving, **kwargs)[0] == 2
+
+    def crash(partial_dir):
+        assert os.path.isdir(partial_dir)
+        raise KeyboardInterrupt("killed between writing and renaming")
+
+    with pytest.raises(KeyboardInterrupt):
+        export.publish(export_dir, serving, before_rename=crash, **kwargs)
+    assert export.serving_versions(serving) == [1, 2]  # no version 3, whole or partial
+    assert export.publish(export_dir, serving, **kwargs)[0] == 3
+    assert export.serving_versions(serving) == [2, 3]  # keep_versions = 2
+    assert sorted(os.listdir(serving)) == ["2", "3"]  # the crashed copy was cleaned up

@@ -1,0 +1,224 @@
+"""Serving export: raw tf.Example in, probabilities out, self-contained; and its dry run.
+
+The SavedModel carries the TFT transform graph (TFT's ``transform_features_layer``) and its
+vocabulary assets, so it needs nothing from the work dir once written. Two signatures:
+
+- ``serving_default``: serialized raw ``tf.Example`` (``examples``) → ``probabilities``;
+- ``predict_raw``: raw features as named dense tensors (multivalent ones as a [batch, n]
+  string matrix padded with ""), which TF Serving's JSON/REST API can send directly.
+
+``assets.extra/`` (ignored by TF Serving) holds ``widedeep.json`` (where the model came
+from, for warm start and people) and ``config.toml`` (so ``widedeep score`` can read raw
+rows with nothing but the export).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from typing import Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from transforms import config as cfg
+from transforms import features
+
+SERVING_DEFAULT = "serving_default"
+PREDICT_RAW = "predict_raw"
+OUTPUT_KEY = "probabilities"
+EXTRA_DIR = "assets.extra"
+METADATA_FILE = "widedeep.json"
+CONFIG_FILE = "config.toml"
+
+
+class ServingModule(tf.Module):
+    """The trained model behind the transform graph, with both serving signatures."""
+
+    def __init__(self, model, tft_output, config: cfg.FeatureConfig):
+        super().__init__(name="widedeep_serving")
+        self.model = model
+        self.tft_layer = tft_output.transform_features_layer()
+        self._example_spec = features.serving_feature_spec(config)
+        self._multivalent = [c.name for c in config.feature_columns if c.kind == cfg.MULTIVALENT]
+        raw_specs = {}
+        for name, spec in self._example_spec.items():
+            if name in self._multivalent:
+                raw_specs[name] = tf.TensorSpec([None, None], tf.string, name=name)
+            else:
+                raw_specs[name] = tf.TensorSpec([None], spec.dtype, name=name)
+        self.serve_examples = tf.function(
+            self._serve_examples,
+            input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        self.serve_raw = tf.function(self._serve_raw, input_signature=[raw_specs])
+
+    def _predict(self, raw_features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        transformed = self.tft_layer(dict(raw_features))
+        probabilities = self.model(transformed, training=False)
+        return {OUTPUT_KEY: tf.reshape(probabilities, [-1])}
+
+    def _serve_examples(self, examples):
+        return self._predict(tf.io.parse_example(examples, self._example_spec))
+
+    def _serve_raw(self, raw):
+        raw = dict(raw)
+        for name in self._multivalent:
+            raw[name] = tf.sparse.from_dense(raw[name])  # "" padding is not a token
+        return self._predict(raw)
+
+    def signatures(self) -> dict:
+        return {SERVING_DEFAULT: self.serve_examples.get_concrete_function(),
+                PREDICT_RAW: self.serve_raw.get_concrete_function()}
+
+
+def export_model(config: cfg.FeatureConfig, model_dir: str, transform_dir: str,
+                 export_dir: str, metadata: Mapping | None = None) -> str:
+    """Writes the serving SavedModel of a trained model dir to `export_dir`."""
+    import tensorflow_transform as tft
+    from trainer.train import load_trained_model
+
+    module = ServingModule(load_trained_model(model_dir), tft.TFTransformOutput(transform_dir),
+                           config)
+    if os.path.exists(export_dir):
+        shutil.rmtree(export_dir)
+    tf.saved_model.save(module, export_dir, signatures=module.signatures())
+    extra = os.path.join(export_dir, EXTRA_DIR)
+    os.makedirs(extra, exist_ok=True)
+    with open(os.path.join(extra, METADATA_FILE), "w") as f:
+        json.dump({"model_dir": os.path.abspath(model_dir), "config_digest": config.digest,
+                   **(metadata or {})}, f, indent=2, default=str)
+    if os.path.exists(config.source):
+        shutil.copyfile(config.source, os.path.join(extra, CONFIG_FILE))
+    return export_dir
+
+
+def read_metadata(export_dir: str) -> dict:
+    with open(os.path.join(export_dir, EXTRA_DIR, METADATA_FILE)) as f:
+        return json.load(f)
+
+
+def load_predict_fn(export_dir: str):
+    """serving_default of an export as a function: serialized raw examples → probabilities."""
+    loaded = tf.saved_model.load(export_dir)
+    signature = loaded.signatures[SERVING_DEFAULT]
+
+    def predict(serialized: list[bytes]) -> np.ndarray:
+        return signature(examples=tf.constant(serialized))[OUTPUT_KEY].numpy()
+
+    predict.loaded = loaded  # keeps the SavedModel's resources alive with the function
+    return predict
+
+
+def predict_in_batches(predict, serialized: list[bytes], batch_size: int = 2048) -> np.ndarray:
+    if not serialized:
+        return np.zeros([0], np.float32)
+    return np.concatenate([predict(serialized[i:i + batch_size])
+                           for i in range(0, len(serialized), batch_size)])
+
+
+# ---------------------------------------------------------------------------------------
+# The serving directory: <serving_root>/<version>/, integer versions, newest serves.
+
+PARTIAL_PREFIX = ".partial-"
+
+
+def serving_versions(serving_root: str) -> list[int]:
+    """Published versions, oldest first (TF Serving ignores any non-integer name)."""
+    if not os.path.isdir(serving_root):
+        return []
+    return sorted(int(name) for name in os.listdir(serving_root) if name.isdigit())
+
+
+def publish(export_dir: str, serving_root: str, *, keep_versions: int, dry_run_examples,
+            expected: np.ndarray | None, scratch_dir: str, before_rename=None) -> tuple[int, str]:
+    """Copies an export into serving as the next version, only if its dry run passes.
+
+    The copy goes to a hidden partial directory, is dry-run there (so what was checked is
+    byte for byte what serves), and is renamed into place in one atomic step. Returns
+    (version, reason); version 0 means the dry run failed and serving is untouched.
+    """
+    os.makedirs(serving_root, exist_ok=True)
+    for name in os.listdir(serving_root):  # leftovers of a run killed mid-copy
+        if name.startswith(PARTIAL_PREFIX):
+            shutil.rmtree(os.path.join(serving_root, name), ignore_errors=True)
+    versions = serving_versions(serving_root)
+    version = (versions[-1] if versions else 0) + 1
+    partial = os.path.join(serving_root, f"{PARTIAL_PREFIX}{version}")
+    shutil.copytree(export_dir, partial)
+    passed, reason = dry_run(partial, dry_run_examples, expected, scratch_dir)
+    if not passed:
+        shutil.rmtree(partial, ignore_errors=True)
+        return 0, reason
+    if before_rename is not None:
+        before_rename(partial)
+    os.rename(partial, os.path.join(serving_root, str(version)))
+    for old in serving_versions(serving_root)[:-keep_versions]:
+        shutil.rmtree(os.path.join(serving_root, str(old)), ignore_errors=True)
+    return version, reason
+
+
+# ---------------------------------------------------------------------------------------
+# Dry run: the export loaded in a fresh Python process, as serving will load it.
+
+DRY_RUN_TOLERANCE = 1e-5
+
+
+def dry_run(export_dir: str, serialized: list[bytes], expected: np.ndarray | None,
+            work_dir: str, timeout: float = 600) -> tuple[bool, str]:
+    """(passed, reason). Sends the examples through serving_default in a new process."""
+    os.makedirs(work_dir, exist_ok=True)
+    examples_path = os.path.join(work_dir, "dry_run_examples.tfrecord")
+    with tf.io.TFRecordWriter(examples_path) as writer:
+        for record in serialized:
+            writer.write(record)
+    expected_path = ""
+    if expected is not None:
+        expected_path = os.path.join(work_dir, "dry_run_expected.npy")
+        np.save(expected_path, np.asarray(expected, dtype=np.float32))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_USE_LEGACY_KERAS="1")
+    try:
+        done = subprocess.run([sys.executable, "-m", "trainer.export", export_dir, examples_path,
+                               expected_path], capture_output=True, text=True, timeout=timeout,
+                              env=env)
+    except subprocess.TimeoutExpired:
+        return False, f"dry run did not finish within {timeout:.0f}s"
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 and not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return False, f"dry run process failed (exit {done.returncode}): {tail}"
+    verdict = json.loads(lines[-1])
+    return verdict["passed"], verdict["reason"]
+
+
+def _check_export(export_dir: str, examples_path: str, expected_path: str) -> tuple[bool, str]:
+    try:
+        predict = load_predict_fn(export_dir)
+    except Exception as e:  # a model that does not load is the finding, not a crash
+        return False, f"the export does not load: {type(e).__name__}: {str(e)[:300]}"
+    serialized = list(tf.data.TFRecordDataset(examples_path).as_numpy_iterator())
+    try:
+        probabilities = predict_in_batches(predict, serialized)
+    except Exception as e:
+        return False, f"serving_default failed on raw examples: {type(e).__name__}: {str(e)[:300]}"
+    if probabilities.shape != (len(serialized),):
+        return False, f"expected {len(serialized)} probabilities, got shape {probabilities.shape}"
+    if not np.all(np.isfinite(probabilities)):
+        return False, f"{int((~np.isfinite(probabilities)).sum())} of {len(serialized)} outputs are not finite"
+    if probabilities.min() < 0 or probabilities.max() > 1:
+        return False, f"outputs outside [0, 1]: [{probabilities.min()}, {probabilities.max()}]"
+    if expected_path:
+        expected = np.load(expected_path)
+        worst = float(np.max(np.abs(expected - probabilities))) if len(expected) else 0.0
+        if worst > DRY_RUN_TOLERANCE:
+            return False, (f"outputs differ from in-process predictions by up to {worst:.2e} "
+                           f"(tolerance {DRY_RUN_TOLERANCE:.0e})")
+    return True, f"{len(serialized)} raw examples scored in a fresh process, all finite in [0, 1]"
+
+
+if __name__ == "__main__":
+    passed, reason = _check_export(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "")
+    print(json.dumps({"passed": passed, "reason": reason}))
+    sys.exit(0 if passed else 1)
