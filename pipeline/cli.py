@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="rerun (resume) a given run id")
     run.add_argument("--synth-rows", type=int, default=200_000,
                      help="synthetic rows when no --input is given")
+    run.add_argument("--warm-start", default="auto",
+                     help="auto (the blessed model, else the newest trained), none, or PATH")
     return parser
 
 
@@ -105,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline import orchestrate
             return orchestrate.run(config, work_dir=args.work_dir, input_pattern=args.input,
                                    eval_input_pattern=args.eval_input, run_id=args.run_id,
-                                   synth_rows=args.synth_rows, pipeline_args=beam_args)
+                                   synth_rows=args.synth_rows, warm_start=args.warm_start,
+                                   pipeline_args=beam_args)
     except (ConfigError, InputError, TransformError) as e:
         LOG.error("error: %s", e)
         return 2

@@ -18,6 +18,8 @@ import subprocess
 import time
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from transforms import config as cfg
 
 LOG = logging.getLogger("widedeep")
@@ -130,31 +132,69 @@ class Manifest:
         return result
 
 
-def previous_model_dir(work_dir: str, current_run: str) -> str | None:
-    """Warm-start source: the newest blessed model, else the newest trained one."""
-    trained, blessed = [], []
-    for path in sorted(glob.glob(os.path.join(work_dir, "runs", "*", MANIFEST))):
-        run_dir = os.path.dirname(path)
-        if os.path.basename(run_dir) == current_run:
+def _usable_model_dir(model_dir: str) -> str:
+    """'' if a model dir can be warm-started from, else why not."""
+    from trainer import model as model_lib
+
+    layout = model_lib.ModelDir(model_dir)
+    if not os.path.exists(layout.done):
+        return f"{model_dir} has no finished training run (no DONE marker)"
+    try:
+        model_lib.load_model(layout.keras_model)
+    except Exception as e:  # any corruption: say so and look further back
+        return f"{model_dir} does not load ({type(e).__name__}: {str(e)[:200]})"
+    return ""
+
+
+def resolve_warm_start(work_dir: str, current_run: str, setting: str = "auto") -> str | None:
+    """The model dir to warm-start from: `none`, a PATH, or `auto`.
+
+    auto: the model behind the newest usable serving version (the blessed one), else the
+    newest finished training run, else a cold start. Unusable candidates (corrupted on
+    disk, unfinished) are reported and skipped, never silently used.
+    """
+    if setting == "none":
+        return None
+    if setting != "auto":
+        problem = _usable_model_dir(setting)
+        if problem:
+            raise ValueError(f"--warm-start {setting}: {problem}")
+        return setting
+    from trainer import export
+
+    serving_root = os.path.join(work_dir, "serving")
+    for version in reversed(export.serving_versions(serving_root)):
+        try:
+            model_dir = export.read_metadata(os.path.join(serving_root, str(version)))["model_dir"]
+        except (OSError, ValueError, KeyError) as e:
+            LOG.warning("warm start: serving version %d has no readable metadata (%s); "
+                        "trying an older one", version, e)
             continue
-        with open(path) as f:
-            data = json.load(f)
-        model_dir = os.path.join(run_dir, "model")
-        if data.get("stages", {}).get("train", {}).get("outcome") == "done":
-            trained.append(model_dir)
-            if data.get("blessed"):
-                blessed.append(model_dir)
-    return (blessed or trained or [None])[-1]
+        problem = _usable_model_dir(model_dir)
+        if not problem:
+            LOG.info("warm start: from the model of serving version %d (%s)", version, model_dir)
+            return model_dir
+        LOG.warning("warm start: serving version %d is unusable: %s; trying an older one",
+                    version, problem)
+    runs = sorted(glob.glob(os.path.join(work_dir, "runs", "*", "model")))
+    for model_dir in reversed(runs):
+        if os.path.basename(os.path.dirname(model_dir)) == current_run:
+            continue
+        if not _usable_model_dir(model_dir):
+            LOG.info("warm start: no blessed model; from the newest trained one (%s)", model_dir)
+            return model_dir
+    return None
 
 
 def run(config: cfg.FeatureConfig, *, work_dir: str, input_pattern: str | None = None,
         eval_input_pattern: str | None = None, run_id: str | None = None,
-        synth_rows: int = 200_000, pipeline_args: Sequence[str] = ()) -> int:
+        synth_rows: int = 200_000, warm_start: str = "auto",
+        pipeline_args: Sequence[str] = ()) -> int:
     """The whole loop; returns the process exit code."""
     try:
         with work_dir_lock(work_dir):
             return _run_locked(config, work_dir, input_pattern, eval_input_pattern, run_id,
-                               synth_rows, pipeline_args)
+                               synth_rows, warm_start, pipeline_args)
     except LockedError as e:
         LOG.error("%s", e)
         return EXIT_LOCKED
@@ -164,7 +204,7 @@ def run(config: cfg.FeatureConfig, *, work_dir: str, input_pattern: str | None =
 
 
 def _run_locked(config, work_dir, input_pattern, eval_input_pattern, run_id, synth_rows,
-                pipeline_args) -> int:
+                warm_start, pipeline_args) -> int:
     run_id = run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run_dir = os.path.join(work_dir, "runs", run_id)
     os.makedirs(run_dir, exist_ok=True)
@@ -203,11 +243,122 @@ def _run_locked(config, work_dir, input_pattern, eval_input_pattern, run_id, syn
 
     def train():
         from trainer import train as trainer
-        warm = previous_model_dir(work_dir, run_id)
+        warm = resolve_warm_start(work_dir, run_id, warm_start)
         summary = trainer.train(config, transform_dir, model_dir, warm_start_from=warm,
                                 log=LOG.info)
-        return summary
+        return {"warm_start_from": warm, **summary}
 
     manifest.run_stage("train", train)
-    LOG.info("run %s done: record in %s", run_id, manifest.path)
+
+    export_dir = os.path.join(run_dir, "export")
+
+    def export_candidate():
+        from trainer import export
+        export.export_model(config, model_dir, transform_dir, export_dir,
+                            metadata={"run_id": run_id})
+        LOG.info("export: candidate SavedModel → %s", export_dir)
+        return {"export_dir": export_dir}
+
+    manifest.run_stage("export", export_candidate)
+
+    eval_dir = os.path.join(run_dir, "eval")
+    serving_root = os.path.join(work_dir, "serving")
+
+    def evaluate():
+        from pipeline import gate
+        raw_eval = gate.read_raw_eval(config, transform_dir)
+        candidate, probabilities = gate.evaluate_export(export_dir, raw_eval)
+        os.makedirs(eval_dir, exist_ok=True)
+        np.save(os.path.join(eval_dir, "candidate_probabilities.npy"), probabilities)
+        baseline, baseline_version = _evaluate_baseline(serving_root, raw_eval)
+        result = {"candidate": candidate, "baseline": baseline,
+                  "baseline_version": baseline_version, "eval_examples": len(raw_eval.labels)}
+        with open(os.path.join(eval_dir, "metrics.json"), "w") as f:
+            json.dump(result, f, indent=2)
+        LOG.info("evaluate: candidate AUC %.4f, log loss %.4f, calibration %.3f on %d eval "
+                 "examples%s", candidate["auc"], candidate["log_loss"], candidate["calibration"],
+                 len(raw_eval.labels),
+                 f"; baseline (serving version {baseline_version}) AUC {baseline['auc']:.4f}, "
+                 f"log loss {baseline['log_loss']:.4f}" if baseline else "; no baseline")
+        return {"metrics_file": os.path.join(eval_dir, "metrics.json"),
+                "candidate": _headline(candidate), "baseline": _headline(baseline),
+                "baseline_version": baseline_version}
+
+    evaluation = manifest.run_stage("evaluate", evaluate)
+
+    def decide():
+        from pipeline import gate
+        with open(evaluation["metrics_file"]) as f:
+            result = json.load(f)
+        decision = gate.decide(result["candidate"], result["baseline"], config.gate)
+        LOG.info("gate: %s: %s", "BLESSED" if decision.blessed else "REJECTED", decision.reason)
+        with open(os.path.join(eval_dir, "gate.json"), "w") as f:
+            json.dump(decision.to_json(), f, indent=2)
+        return decision.to_json()
+
+    decision = manifest.run_stage("gate", decide)
+    manifest.data["gate"] = decision
+
+    if decision["blessed"]:
+        def publish():
+            from pipeline import gate
+            from trainer import export
+            raw_eval = gate.read_raw_eval(config, transform_dir, limit=DRY_RUN_EXAMPLES)
+            expected = np.load(os.path.join(eval_dir, "candidate_probabilities.npy"))
+            version, reason = export.publish(
+                export_dir, serving_root, keep_versions=config.serving.keep_versions,
+                dry_run_examples=raw_eval.serialized, expected=expected[:len(raw_eval.serialized)],
+                scratch_dir=os.path.join(eval_dir, "dry_run"))
+            if not version:
+                LOG.warning("dry run: REJECTED: %s; serving left untouched", reason)
+                return {"version": 0, "dry_run": reason}
+            path = os.path.join(serving_root, str(version))
+            LOG.info("dry run: passed (%s)", reason)
+            LOG.info("publish: serving version %d → %s", version, path)
+            return {"version": version, "path": path, "dry_run": reason}
+
+        published = manifest.run_stage("publish", publish)
+        manifest.data["blessed"] = bool(published["version"])
+        manifest.data["serving_version"] = published["version"] or None
+        if not published["version"]:
+            manifest.data["gate"] = {**decision, "blessed": False,
+                                     "reason": "dry run failed: " + published["dry_run"]}
+    else:
+        manifest.data["blessed"] = False
+        LOG.info("serving unchanged: %s", _serving_summary(serving_root))
+    manifest.save()
+    LOG.info("run %s done: %s; record in %s", run_id,
+             f"blessed as serving version {manifest.data['serving_version']}"
+             if manifest.data["blessed"] else "candidate rejected", manifest.path)
     return 0
+
+
+DRY_RUN_EXAMPLES = 1000
+
+
+def _headline(metrics: dict | None) -> dict | None:
+    if metrics is None:
+        return None
+    return {k: metrics[k] for k in ("auc", "log_loss", "calibration", "accuracy", "examples")}
+
+
+def _evaluate_baseline(serving_root: str, raw_eval):
+    """Metrics of the newest serving version that still loads and scores (else None)."""
+    from pipeline import gate
+    from trainer import export
+
+    for version in reversed(export.serving_versions(serving_root)):
+        try:
+            baseline, _ = gate.evaluate_export(os.path.join(serving_root, str(version)), raw_eval)
+            return baseline, version
+        except Exception as e:  # a corrupted blessed model must not block the night's run
+            LOG.warning("evaluate: serving version %d cannot be scored (%s: %s); trying an "
+                        "older one", version, type(e).__name__, str(e)[:200])
+    return None, None
+
+
+def _serving_summary(serving_root: str) -> str:
+    from trainer import export
+
+    versions = export.serving_versions(serving_root)
+    return f"serving version {versions[-1]} in {serving_root}" if versions else "nothing in serving"
