@@ -1,0 +1,571 @@
+"""Transform throughput: our Beam + TFT job next to a plain pyarrow/numpy version of it.
+
+Both read the same synthetic app-store CSV log (``write_log``, seed 0) and do the same work
+the config asks for: split train/eval by the same rule, learn vocabularies (min count,
+frequency order), quantile boundaries and crosses on the train split, and apply them to
+both splits. The reference is one Python process doing whole-column Arrow and numpy
+operations (Arrow's CSV reader may use its thread pool), with no Beam, no TF graph and no
+row validation: the practical speed limit of this work on this machine. It writes its
+result as gzip Parquet at Beam's gzip level, so it does not win by skipping output (ours
+writes gzip TFRecords of both splits plus the raw eval rows). Its hashes are its own, not
+TF's fingerprint: hashed ids differ, vocabularies and split sizes must not.
+
+Before any figure is trusted, the two must agree: the vocabularies TFT wrote
+(``transform_fn/assets/vocab_<name>``) hold the same tokens as the reference's, and the
+split sizes match ``stats["rows_out"]``. The script exits 1 when they do not.
+
+Printed: the generation time, per-phase reference times, a Markdown table, goal lines
+(1M rows under 90 s; at most 5x the reference) and one JSON line, which is also merged into
+``--out`` under the key "transform". The machine may be busy: both sides run in the same
+invocation so that they see the same neighbours.
+
+    python bench/transform.py [--rows 1000000] [--shards 4] [--multi-processing]
+                              [--config TOML] [--work-dir DIR] [--out bench/results.json]
+                              [--smoke] [--runner-args BEAM_ARG ...]
+
+Arguments after ``--runner-args`` (and any the script does not know) go to Beam's
+PipelineOptions, e.g. ``--runner-args --direct_num_workers=2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+# TFT needs Keras 2; this must be set before TensorFlow is first imported.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+GOAL_ROWS = 1_000_000
+GOAL_SECONDS = 90.0
+GOAL_RATIO = 5.0
+SMOKE_ROWS = 3000
+IN_PROCESS = "in_process"
+MULTI_PROCESSING = "multi_processing"
+MULTI_PROCESSING_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
+# zlib's default level, which Beam's GZIP sink uses for our TFRecords
+# (apache_beam/io/filesystem.py). Arrow's own gzip default is 9, five times slower here.
+GZIP_LEVEL = 6
+DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
+RESULTS_KEY = "transform"
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=None,
+                        help="feature config (default: the shipped appstore.toml)")
+    parser.add_argument("--rows", type=int, default=GOAL_ROWS,
+                        help=f"synthetic rows to generate and transform (default {GOAL_ROWS})")
+    parser.add_argument("--shards", type=int, default=4, help="CSV files to write (default 4)")
+    parser.add_argument("--multi-processing", action="store_true",
+                        help="also run our job with " + " ".join(MULTI_PROCESSING_ARGS))
+    parser.add_argument("--work-dir", default=None,
+                        help="keep the log and all outputs here (default: a temporary "
+                             "directory, removed at the end)")
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help="JSON file to merge the figures into, under key "
+                             f"'{RESULTS_KEY}' (default: bench/results.json)")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"{SMOKE_ROWS} rows: checks the script runs and agrees")
+    parser.add_argument("--runner-args", nargs=argparse.REMAINDER, default=[],
+                        help="everything after this goes to Beam's PipelineOptions")
+    args, unknown = parser.parse_known_args(argv)
+    if args.smoke:
+        args.rows = min(args.rows, SMOKE_ROWS)
+    if args.rows < 1 or args.shards < 1:
+        parser.error("--rows and --shards must be at least 1")
+    return args, unknown + list(args.runner_args)
+
+
+# ---------------------------------------------------------------------------------------
+# Our job
+
+
+def run_ours(config, input_glob: str, output_dir: str, pipeline_args, mode: str) -> dict:
+    """Wall time of ``run_transform`` (what ``widedeep transform`` runs) and its stats."""
+    from pipeline import transform_job
+
+    started = time.perf_counter()
+    stats = transform_job.run_transform(
+        config, input_glob, output_dir, pipeline_args=list(pipeline_args),
+        log=lambda line: print(f"bench: ours ({mode}): {line}", flush=True))
+    seconds = time.perf_counter() - started
+    return {"mode": mode, "pipeline_args": list(pipeline_args), "seconds": round(seconds, 2),
+            "rows_per_second": round(stats["rows_in"] / seconds, 1),
+            "job_seconds": stats["seconds"], "rows_in": stats["rows_in"],
+            "rows_out": stats["rows_out"], "output_dir": output_dir}
+
+
+# ---------------------------------------------------------------------------------------
+# The reference: the same analysis and transformation as whole-column Arrow/numpy work
+
+
+class _ListColumn:
+    """A list-of-strings column as numpy row offsets (from 0) and its flat tokens."""
+
+    def __init__(self, offsets: np.ndarray, flat):
+        self.offsets, self.flat = offsets, flat
+
+    @classmethod
+    def of(cls, values) -> "_ListColumn":
+        import pyarrow as pa
+
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+            offsets = values.offsets.to_numpy().astype(np.int64)
+            return cls(offsets - offsets[0], values.flatten())
+        # A single-valued column is a list of one per row: tf.sparse.cross sees it that way.
+        return cls(np.arange(len(values) + 1, dtype=np.int64), values)
+
+    def with_ids(self, ids: np.ndarray):
+        import pyarrow as pa
+
+        return pa.ListArray.from_arrays(pa.array(self.offsets.astype(np.int32)), pa.array(ids))
+
+
+def _cross(columns: list[_ListColumn], separator: str) -> _ListColumn:
+    """Per row, every combination of the columns' tokens, joined by the separator."""
+    import pyarrow.compute as pc
+
+    result = columns[0]
+    for other in columns[1:]:
+        left_lengths, right_lengths = np.diff(result.offsets), np.diff(other.offsets)
+        lengths = left_lengths * right_lengths
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        row = np.repeat(np.arange(len(lengths)), lengths)
+        position = np.arange(offsets[-1]) - offsets[row]
+        right_length = right_lengths[row]
+        left = result.flat.take(result.offsets[row] + position // right_length)
+        right = other.flat.take(other.offsets[row] + position % right_length)
+        result = _ListColumn(offsets, pc.binary_join_element_wise(left, right, separator))
+    return result
+
+
+def _hash_ids(strings, buckets: int) -> np.ndarray:
+    """A fast vectorised string hash into [0, buckets): weighted byte sums, then a mixer.
+
+    Not TF's fingerprint (the brief allows any hash); it only has to cost what a hash
+    costs. Tokens are hashed in chunks so the per-byte temporaries stay small.
+    """
+    import pyarrow as pa
+
+    if isinstance(strings, pa.ChunkedArray):
+        strings = strings.combine_chunks()
+    n = len(strings)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    offset_type = np.int64 if pa.types.is_large_string(strings.type) else np.int32
+    offsets = np.frombuffer(strings.buffers()[1], dtype=offset_type)[
+        strings.offset:strings.offset + n + 1].astype(np.int64)
+    data_buffer = strings.buffers()[2]
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else None
+    lengths = np.diff(offsets)
+    weights = np.random.default_rng(0).integers(1, 2**63, size=max(int(lengths.max()), 1),
+                                                dtype=np.uint64) | np.uint64(1)
+    hashes = lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    chunk = 1 << 20
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        low, high = offsets[start], offsets[stop]
+        if high == low:
+            continue
+        starts = offsets[start:stop] - low
+        chunk_lengths = lengths[start:stop]
+        position = np.arange(high - low) - np.repeat(starts, chunk_lengths)
+        products = data[low:high].astype(np.uint64) * weights[position]
+        nonempty = chunk_lengths > 0
+        hashes[start:stop][nonempty] += np.add.reduceat(products, starts[nonempty])
+    # splitmix64's finaliser: every input bit reaches every output bit.
+    hashes ^= hashes >> np.uint64(30)
+    hashes *= np.uint64(0xBF58476D1CE4E5B9)
+    hashes ^= hashes >> np.uint64(27)
+    hashes *= np.uint64(0x94D049BB133111EB)
+    hashes ^= hashes >> np.uint64(31)
+    return (hashes % np.uint64(buckets)).astype(np.int64)
+
+
+def _vocabulary(tokens, min_count: int):
+    """Tokens seen at least min_count times, most frequent first, ties by token descending.
+
+    That is TFT's order; like TFT (analyzers._EMPTY_STRING_OR_NEWLINE_CHARS_REGEX), empty
+    tokens and tokens with a newline are left out, since a text vocabulary file cannot
+    hold them.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    counts = pc.value_counts(tokens).flatten()
+    table = pa.table({"token": counts[0], "count": counts[1]})
+    keep = pc.and_(pc.greater_equal(table["count"], min_count),
+                   pc.invert(pc.match_substring_regex(table["token"], r"^$|[\n\r]")))
+    table = table.filter(keep).sort_by([("count", "descending"), ("token", "descending")])
+    return table["token"].combine_chunks()
+
+
+def _vocabulary_ids(tokens, vocabulary, oov_buckets: int) -> np.ndarray:
+    import pyarrow.compute as pc
+
+    ids = pc.index_in(tokens, value_set=vocabulary)
+    unknown = ids.is_null().to_numpy(zero_copy_only=False)
+    ids = ids.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    if unknown.any():
+        oov = (_hash_ids(pc.filter(tokens, unknown), oov_buckets) if oov_buckets > 1
+               else np.zeros(int(unknown.sum()), dtype=np.int64))
+        ids[unknown] = len(vocabulary) + oov
+    return ids
+
+
+def _read_log(config, paths: list[str], columns: list[str]):
+    """The CSV files as one Arrow table: numeric columns as float32, the rest as strings."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from transforms import config as cfg
+
+    spec = config.input
+    types = {c.name: pa.float32() if c.kind == cfg.NUMERIC else pa.string()
+             for c in config.columns if c.name in columns}
+    read_options = pacsv.ReadOptions(
+        skip_rows=spec.skip_lines,
+        column_names=None if spec.header else list(config.column_names))
+    convert_options = pacsv.ConvertOptions(
+        column_types=types, include_columns=columns,
+        null_values=[""] + list(spec.missing_values),
+        strings_can_be_null=False, quoted_strings_can_be_null=False)
+    parse_options = pacsv.ParseOptions(delimiter=spec.delimiter)
+    tables = [pacsv.read_csv(path, read_options=read_options, parse_options=parse_options,
+                             convert_options=convert_options) for path in paths]
+    return pa.concat_tables(tables).combine_chunks()
+
+
+def _prepared_table(config, raw, columns: list[str]):
+    """Typed columns as the job's reader makes them: trimmed, missing values blanked,
+    multivalent split into lists, numerics defaulted, clipped and log-scaled, label 0/1."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from transforms import config as cfg
+
+    spec = config.input
+    missing = pa.array(list(spec.missing_values) + [""], pa.string())
+    prepared = {}
+    for name in columns:
+        column = config.column(name)
+        values = raw.column(name).combine_chunks()
+        if column.kind == cfg.NUMERIC:
+            numbers = values.fill_null(column.default).to_numpy(zero_copy_only=False)
+            if column.clip is not None:
+                numbers = np.clip(numbers, *column.clip)
+            if column.log:
+                numbers = np.log1p(np.maximum(numbers, 0.0))
+            prepared[name] = pa.array(numbers.astype(np.float32))
+            continue
+        if spec.strip:
+            values = pc.utf8_trim_whitespace(values)
+        if column.kind == cfg.LABEL:
+            prepared[name] = pc.cast(pc.is_in(values, pa.array(config.label.positive)),
+                                     pa.int64())
+        elif column.kind == cfg.MULTIVALENT:
+            lists = pc.split_pattern(values, column.separator)
+            parents = pc.list_parent_indices(lists).to_numpy()
+            flat = lists.flatten()
+            if spec.strip:
+                flat = pc.utf8_trim_whitespace(flat)
+            keep = pc.invert(pc.is_in(flat, missing))
+            counts = np.bincount(parents[keep.to_numpy(zero_copy_only=False)],
+                                 minlength=len(values))
+            offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+            prepared[name] = pa.ListArray.from_arrays(pa.array(offsets), flat.filter(keep))
+        elif spec.missing_values:
+            prepared[name] = pc.if_else(pc.is_in(values, missing), "", values)
+        else:
+            prepared[name] = values
+    return pa.table(prepared)
+
+
+def _eval_mask(config, prepared) -> np.ndarray:
+    """The job's split rule (pipeline/io.py SplitTrainEval), computed once per distinct key."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pipeline import io as wd_io
+
+    split = config.split
+    if split.method == "hash":
+        encoded = pc.dictionary_encode(prepared.column(split.key).combine_chunks())
+        fractions = wd_io.hash_fraction(encoded.dictionary.cast(pa.binary()).to_pylist())
+        return fractions[encoded.indices.to_numpy()] < split.eval_fraction
+    if split.method == "day":
+        days = prepared.column(split.day_column)
+        distinct = sorted(pc.unique(days).to_pylist())
+        eval_days = distinct[-split.eval_days:] if len(distinct) > split.eval_days else []
+        return pc.is_in(days, pa.array(eval_days, pa.string())).to_numpy(zero_copy_only=False)
+    raise SystemExit(f"bench: {config.source}: split.method = \"{split.method}\" needs a "
+                     "second input; the benchmark generates one log (use \"hash\" or \"day\")")
+
+
+def run_reference(config, paths: list[str], output_dir: str) -> dict:
+    """The reference, phase by phase; returns its times, split sizes and vocabularies."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from transforms import config as cfg
+    from transforms.features import CROSS_SEPARATOR
+
+    used = set(config.model_feature_names())
+    columns = [c for c in config.feature_columns if c.name in used]
+    crosses = [x for x in config.crosses if x.name in used]
+    needed = {c.name for c in columns} | {c for x in crosses for c in x.columns}
+    needed |= {config.label.column} | {n for n in (config.split.key, config.split.day_column) if n}
+    read_columns = [name for name in config.column_names if name in needed]
+
+    phases = {}
+    clock = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        phases[phase] = round(now - clock, 3)
+        clock = now
+
+    started = clock
+    raw = _read_log(config, paths, read_columns)
+    lap("read_csv")
+    prepared = _prepared_table(config, raw, read_columns)
+    del raw
+    lap("parse")
+    is_eval = _eval_mask(config, prepared)
+    splits = {"train": prepared.filter(pa.array(~is_eval)),
+              "eval": prepared.filter(pa.array(is_eval))}
+    del prepared
+    lap("split")
+
+    # Analyze: statistics of the train split only (as TFT's AnalyzeAndTransformDataset).
+    train = splits["train"]
+    vocabularies, boundaries, train_crosses = {}, {}, {}
+    for column in columns:
+        if column.kind == cfg.NUMERIC:
+            values = train.column(column.name).to_numpy()
+            quantiles = np.linspace(0, 1, column.quantile_buckets + 1)[1:-1]
+            boundaries[column.name] = (np.quantile(values, quantiles) if len(values)
+                                       else np.zeros(len(quantiles)))
+        elif not column.hash_buckets:
+            vocabularies[column.vocab_name] = _vocabulary(
+                _ListColumn.of(train.column(column.name)).flat, column.vocab_min_count)
+    for cross in crosses:
+        tokens = _cross([_ListColumn.of(train.column(c)) for c in cross.columns],
+                        CROSS_SEPARATOR)
+        train_crosses[cross.name] = tokens  # reused by the apply phase, not rebuilt
+        if not cross.hash_buckets:
+            vocabularies[cross.vocab_name] = _vocabulary(tokens.flat, cross.vocab_min_count)
+    lap("analyze")
+
+    # Apply to both splits.
+    outputs = {}
+    for split_name, table in splits.items():
+        out = {}
+        for column in columns:
+            values = table.column(column.name)
+            if column.kind == cfg.NUMERIC:
+                buckets = np.searchsorted(boundaries[column.name], values.to_numpy(),
+                                          side="right")
+                out[column.name] = pa.array(
+                    (buckets / (column.quantile_buckets - 1)).astype(np.float32))
+                continue
+            lists = _ListColumn.of(values)
+            if column.hash_buckets:
+                ids = _hash_ids(lists.flat, column.hash_buckets)
+            else:
+                ids = _vocabulary_ids(lists.flat, vocabularies[column.vocab_name],
+                                      column.oov_buckets)
+            out[column.name] = lists.with_ids(ids) if column.kind == cfg.MULTIVALENT else ids
+        for cross in crosses:
+            tokens = (train_crosses[cross.name] if split_name == "train" else
+                      _cross([_ListColumn.of(table.column(c)) for c in cross.columns],
+                             CROSS_SEPARATOR))
+            ids = (_hash_ids(tokens.flat, cross.hash_buckets) if cross.hash_buckets else
+                   _vocabulary_ids(tokens.flat, vocabularies[cross.vocab_name],
+                                   cross.oov_buckets))
+            out[cross.name] = tokens.with_ids(ids)
+        out[config.label.column] = table.column(config.label.column)
+        outputs[split_name] = pa.table(out)
+    del train_crosses
+    lap("apply")
+
+    os.makedirs(output_dir, exist_ok=True)
+    output_bytes = 0
+    for split_name, table in outputs.items():
+        path = os.path.join(output_dir, f"{split_name}.parquet")
+        pq.write_table(table, path, compression="gzip", compression_level=GZIP_LEVEL)
+        output_bytes += os.path.getsize(path)
+    lap("write")
+
+    seconds = clock - started
+    rows_in = sum(t.num_rows for t in splits.values())
+    return {"seconds": round(seconds, 2), "rows_per_second": round(rows_in / seconds, 1),
+            "phases": phases, "rows_in": rows_in,
+            "rows_out": {name: t.num_rows for name, t in splits.items()},
+            "output": f"gzip (level {GZIP_LEVEL}) Parquet "
+                      f"({', '.join(f'{s}.parquet' for s in outputs)}), {output_bytes:,} bytes",
+            "vocabularies": {name: vocab.cast(pa.binary()).to_pylist()
+                             for name, vocab in vocabularies.items()}}
+
+
+# ---------------------------------------------------------------------------------------
+# Agreement, report, results file
+
+
+def agreement(ours: dict, reference: dict) -> dict:
+    """Where the two must agree: split sizes and the token sets of the vocabularies."""
+    import tensorflow_transform as tft
+
+    tft_output = tft.TFTransformOutput(ours["output_dir"])
+    vocabularies = {}
+    for name, tokens in reference["vocabularies"].items():
+        ours_tokens = tft_output.vocabulary_by_name(name)
+        vocabularies[name] = {"ours": len(ours_tokens), "reference": len(tokens),
+                              "same_tokens": set(ours_tokens) == set(tokens),
+                              "same_order": list(ours_tokens) == list(tokens)}
+    return {"rows_agree": (ours["rows_in"] == reference["rows_in"]
+                           and ours["rows_out"] == reference["rows_out"]),
+            "rows_out": {"ours": ours["rows_out"], "reference": reference["rows_out"]},
+            "vocab_agree": all(v["same_tokens"] for v in vocabularies.values()),
+            "vocabularies": vocabularies}
+
+
+def goals(rows: int, seconds: float, ratio: float) -> dict[str, str]:
+    if rows >= GOAL_ROWS:
+        per_goal_rows = seconds * GOAL_ROWS / rows
+        speed = (f"{'PASS' if per_goal_rows < GOAL_SECONDS else 'MISS'} "
+                 f"({per_goal_rows:.1f} s per {GOAL_ROWS:,} rows)")
+    else:
+        speed = f"n/a ({rows:,} rows; judged at --rows {GOAL_ROWS} or more)"
+    return {f"{GOAL_ROWS // 1_000_000}M rows under {GOAL_SECONDS:.0f} s": speed,
+            f"at most {GOAL_RATIO:.0f}x the reference":
+                f"{'PASS' if ratio <= GOAL_RATIO else 'MISS'} ({ratio:.2f}x)"}
+
+
+def markdown_table(rows: int, runs: dict, reference: dict) -> str:
+    lines = ["| run | rows | ours s | ours rows/s | reference s | reference rows/s "
+             "| ours / reference |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for mode, run in runs.items():
+        lines.append(f"| {mode} | {rows:,} | {run['seconds']:.1f} | "
+                     f"{run['rows_per_second']:,.0f} | {reference['seconds']:.1f} | "
+                     f"{reference['rows_per_second']:,.0f} | {run['ours_vs_reference']:.2f}x |")
+    return "\n".join(lines)
+
+
+def merge_results(path: str, key: str, figures: dict) -> None:
+    """Updates one key of the results file, keeping what other benchmarks wrote there."""
+    results = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            try:
+                results = json.load(f)
+            except json.JSONDecodeError as e:
+                raise SystemExit(f"bench: {path} is not valid JSON ({e}); fix or remove it "
+                                 "(it holds the figures of every benchmark)") from None
+    results[key] = figures
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = f"{path}.partial"
+    with open(partial, "w") as f:
+        json.dump(results, f, indent=2)
+        f.write("\n")
+    os.replace(partial, path)  # a reader never sees a half-written file
+
+
+def main(argv=None) -> dict:
+    args, pipeline_args = parse_args(argv)
+    # Imports before any clock starts: neither side is charged for loading TF or Arrow.
+    import pyarrow  # noqa: F401
+    import tensorflow_transform.beam  # noqa: F401
+
+    from configs import shipped_config
+    from pipeline import io as wd_io
+    from pipeline import transform_job
+    from transforms import synthetic
+    from transforms.config import load_config
+
+    transform_job.quiet_beam_logs()
+    config = load_config(args.config or shipped_config("appstore.toml"))
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench-transform-")
+    try:
+        raw_dir = os.path.join(work_dir, "raw")
+        if os.path.exists(raw_dir):
+            shutil.rmtree(raw_dir)
+        started = time.perf_counter()
+        synthetic.write_log(raw_dir, days=1, rows_per_day=args.rows, seed=0, shards=args.shards)
+        generate_seconds = time.perf_counter() - started
+        input_glob = os.path.join(raw_dir, "day=*", "*.csv")
+        paths = wd_io.match_input(input_glob)
+        print(f"bench: generated {args.rows:,} rows in {len(paths)} CSV file(s) "
+              f"({sum(os.path.getsize(p) for p in paths):,} bytes) in {generate_seconds:.1f} s; "
+              f"{os.cpu_count()} CPU(s)", flush=True)
+
+        reference = run_reference(config, paths, os.path.join(work_dir, "reference"))
+        print(f"bench: reference: {reference['seconds']:.1f} s "
+              f"({reference['rows_per_second']:,.0f} rows/s), phases {reference['phases']}, "
+              f"output {reference['output']}", flush=True)
+
+        modes = {IN_PROCESS: pipeline_args}
+        if args.multi_processing:
+            modes[MULTI_PROCESSING] = list(pipeline_args) + list(MULTI_PROCESSING_ARGS)
+        runs = {}
+        for mode, mode_args in modes.items():
+            run = run_ours(config, input_glob, os.path.join(work_dir, f"transform_{mode}"),
+                           mode_args, mode)
+            run["ours_vs_reference"] = round(run["seconds"] / reference["seconds"], 3)
+            run["goals"] = goals(args.rows, run["seconds"], run["ours_vs_reference"])
+            runs[mode] = run
+        checks = agreement(runs[IN_PROCESS], reference)
+    finally:
+        if not args.work_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+    print(f"bench: agreement: rows {'OK' if checks['rows_agree'] else 'DIFFER'} "
+          f"{checks['rows_out']}; vocabularies "
+          + ", ".join(f"{name} {v['ours']}/{v['reference']} "
+                      f"{'same' if v['same_tokens'] else 'DIFFER'}"
+                      f"{' (same order)' if v['same_order'] else ''}"
+                      for name, v in checks["vocabularies"].items()), flush=True)
+    print()
+    print(markdown_table(args.rows, runs, reference))
+    print()
+    for mode, run in runs.items():
+        for goal, verdict in run["goals"].items():
+            print(f"- {goal} ({mode}): {verdict}")
+    print()
+
+    ours = runs[IN_PROCESS]
+    result = {
+        "bench": "transform", "smoke": args.smoke, "rows": args.rows, "shards": args.shards,
+        "cpus": os.cpu_count(), "config": config.source, "config_digest": config.digest,
+        "generate_seconds": round(generate_seconds, 2),
+        "ours_seconds": ours["seconds"], "ours_rows_per_second": ours["rows_per_second"],
+        "reference_seconds": reference["seconds"],
+        "reference_rows_per_second": reference["rows_per_second"],
+        "ours_vs_reference": ours["ours_vs_reference"],
+        "goals": ours["goals"],
+        "ours": {mode: {k: v for k, v in run.items() if k != "output_dir"}
+                 for mode, run in runs.items()},
+        "reference": {k: v for k, v in reference.items() if k != "vocabularies"},
+        "checks": checks,
+    }
+    print(json.dumps(result), flush=True)
+    merge_results(args.out, RESULTS_KEY, result)
+    if not (checks["rows_agree"] and checks["vocab_agree"]):
+        raise SystemExit("bench: the reference and our job disagree (see 'agreement' above); "
+                         "its time is not a fair comparison until they do")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""The transform benchmark runs end to end on a tiny log and its reference agrees with the job."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "transform.py"
+
+
+def test_smoke_run_writes_agreeing_figures_and_keeps_other_results(tmp_path):
+    out = tmp_path / "results.json"
+    out.write_text(json.dumps({"train": {"ours_examples_per_second": 1.0}}))
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+
+    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--shards", "2",
+                           "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| in_process |" in done.stdout
+    results = json.loads(out.read_text())
+    assert results["train"] == {"ours_examples_per_second": 1.0}
+    figures = results["transform"]
+    assert figures["smoke"] is True
+    for key in ("rows", "generate_seconds", "ours_seconds", "ours_rows_per_second",
+                "reference_seconds", "reference_rows_per_second", "ours_vs_reference"):
+        assert figures[key] > 0, key
+    assert figures["checks"]["rows_agree"] is True
+    assert figures["checks"]["vocab_agree"] is True
+    assert figures["checks"]["vocabularies"]  # the shipped config has vocabularies to compare
+    assert sum(figures["reference"]["rows_out"].values()) == figures["rows"]

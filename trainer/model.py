@@ -1,0 +1,489 @@
+"""Wide & Deep (Cheng et al. 2016) as a tf_keras model built from the transformed features.
+
+The model reads the feature config and the TFT output once, into :class:`ModelInput`s (name,
+kind, cardinality, which part uses it); nothing here names a feature. The two parts follow
+the paper's section 3:
+
+- **wide**: a generalized linear model over the one-hot ids and cross-product ids the config
+  marks wide, one ``[cardinality, 1]`` weight table per feature (a multivalent feature sums
+  its rows), a scalar weight per numeric feature; trained with FTRL and L1/L2.
+- **deep**: an embedding per categorical feature (mean of the rows for a multivalent one),
+  concatenated with the [0, 1] numeric features, then ReLU layers; trained with AdaGrad.
+
+Joint training (section 3.2): one logistic loss on the *sum* of both logits, back-propagated
+into both parts at once; each optimizer then updates only its own part's variables.
+
+Variables get stable names (``wide_deep/wide/<feature>``, ``wide_deep/deep/embedding/<feature>``,
+``wide_deep/deep/hidden_0/kernel``) because warm start pairs old and new variables by name.
+Like TF's canned ``DNNLinearCombinedClassifier``, each part keeps its own bias, so the
+``wide`` and ``deep`` ablations are complete models on their own.
+
+The trained model is stored as ``model.json`` (inputs and hyperparameters) plus weights, so
+:func:`load_model` rebuilds it without the transform output it was trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Mapping, Sequence
+
+import tensorflow as tf
+import tf_keras as keras
+
+from transforms import config as cfg
+from transforms import features
+
+MODEL_NAME = "wide_deep"
+WIDE = "wide"
+DEEP = "deep"
+MODEL_SPEC_FILE = "model.json"
+WEIGHTS_PREFIX = "weights"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInput:
+    """One transformed feature as the model reads it."""
+    name: str
+    kind: str                 # cfg.CATEGORICAL, cfg.MULTIVALENT or cfg.NUMERIC
+    wide: bool
+    deep: bool
+    cardinality: int = 0      # categorical ids lie in [0, cardinality)
+    vocab_name: str = ""      # "" for hashed and numeric features
+    oov_buckets: int = 0      # trailing rows of the table that are OOV buckets, not tokens
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.kind in (cfg.CATEGORICAL, cfg.MULTIVALENT)
+
+
+def _as_input(value: ModelInput | Mapping) -> ModelInput:
+    """Inputs come back from a JSON or Keras config as dicts."""
+    return value if isinstance(value, ModelInput) else ModelInput(**value)
+
+
+def model_inputs(config: cfg.FeatureConfig, tft_output) -> tuple[ModelInput, ...]:
+    """What the model reads, from the config's [model] lists and the transformed feature spec."""
+    spec = tft_output.transformed_feature_spec()
+    categorical = features.categorical_specs(config)
+    wide, deep = set(config.wide), set(config.deep)
+    inputs = []
+    for name in config.model_feature_names():
+        if name not in spec:
+            raise ValueError(
+                f"{config.source}: feature '{name}' (in [model]) is missing from the transform "
+                f"output, which has {', '.join(sorted(spec))}; was it produced with this "
+                f"config?")
+        feature_spec = spec[name]
+        if name in categorical:
+            column = categorical[name]
+            kind = cfg.MULTIVALENT if features.is_multivalent(config, name) else cfg.CATEGORICAL
+            _expect_spec(config, name, feature_spec, tf.int64,
+                         var_len=kind == cfg.MULTIVALENT)
+            inputs.append(ModelInput(
+                name=name, kind=kind, wide=name in wide, deep=name in deep,
+                cardinality=features.cardinality(column, tft_output),
+                vocab_name="" if column.hash_buckets else column.vocab_name,
+                oov_buckets=0 if column.hash_buckets else column.oov_buckets))
+        else:
+            _expect_spec(config, name, feature_spec, tf.float32, var_len=False)
+            inputs.append(ModelInput(name=name, kind=cfg.NUMERIC, wide=name in wide,
+                                     deep=name in deep))
+    return tuple(inputs)
+
+
+def _expect_spec(config, name, feature_spec, dtype, *, var_len: bool) -> None:
+    is_var_len = isinstance(feature_spec, tf.io.VarLenFeature)
+    if feature_spec.dtype != dtype or is_var_len != var_len:
+        expected = f"{'VarLen' if var_len else 'FixedLen'} {dtype.name}"
+        raise ValueError(f"{config.source}: transformed feature '{name}' is {feature_spec}, "
+                         f"the model expects {expected}; the transform output does not match "
+                         f"this config")
+
+
+def _lookup(table: tf.Variable, ids, combiner: str) -> tf.Tensor:
+    """Rows of ``table`` for dense ids [batch] or sparse ids [batch, n] (combined per row)."""
+    if isinstance(ids, tf.SparseTensor):
+        # safe_: rows with no ids (a user with no installed apps) give zeros instead of
+        # being dropped from the batch.
+        return tf.nn.safe_embedding_lookup_sparse(table, ids, combiner=combiner)
+    return tf.gather(table, ids)
+
+
+class WideLinear(keras.layers.Layer):
+    """The wide part: a linear model over sparse ids (one-hot and crosses) and numerics."""
+
+    def __init__(self, inputs: Sequence[ModelInput], **kwargs):
+        super().__init__(**kwargs)
+        self._inputs = tuple(_as_input(f) for f in inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "inputs": [dataclasses.asdict(f) for f in self._inputs]}
+
+    def build(self, input_shape):
+        # FTRL's sparsity comes from starting at zero (as the canned linear model does).
+        self.tables = {
+            f.name: self.add_weight(name=f.name, initializer="zeros",
+                                    shape=[f.cardinality if f.is_categorical else 1, 1])
+            for f in self._inputs}
+        self.bias = self.add_weight(name="bias", shape=[1], initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, features):
+        terms = []
+        for f in self._inputs:
+            values = features[f.name]
+            if f.is_categorical:
+                terms.append(_lookup(self.tables[f.name], values, combiner="sum"))
+            else:
+                terms.append(tf.reshape(values, [-1, 1]) * self.tables[f.name][0])
+        return tf.add_n(terms) + self.bias
+
+
+class DeepTower(keras.layers.Layer):
+    """The deep part: embeddings and numerics, then ReLU layers down to one logit."""
+
+    def __init__(self, inputs: Sequence[ModelInput], embedding_dim: int,
+                 hidden_units: Sequence[int], seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self._inputs = tuple(_as_input(f) for f in inputs)
+        self._embedding_dim = embedding_dim
+        self._hidden_units = tuple(hidden_units)
+        self._seed = seed
+        self.hidden = [keras.layers.Dense(units, activation="relu", name=f"hidden_{i}",
+                                          kernel_initializer=keras.initializers.GlorotUniform(
+                                              seed=seed + 1000 + i))
+                       for i, units in enumerate(hidden_units)]
+        self.logit = keras.layers.Dense(1, name="logit",
+                                        kernel_initializer=keras.initializers.GlorotUniform(
+                                            seed=seed + 2000))
+
+    def get_config(self):
+        return {**super().get_config(), "inputs": [dataclasses.asdict(f) for f in self._inputs],
+                "embedding_dim": self._embedding_dim, "hidden_units": list(self._hidden_units),
+                "seed": self._seed}
+
+    def build(self, input_shape):
+        # The canned DNN estimators' embedding init: N(0, 1/sqrt(dim)) truncated.
+        stddev = 1.0 / math.sqrt(self._embedding_dim)
+        self.embeddings = {}
+        with tf.name_scope("embedding"):
+            for i, f in enumerate(self._inputs):
+                if f.is_categorical:
+                    self.embeddings[f.name] = self.add_weight(
+                        name=f.name, shape=[f.cardinality, self._embedding_dim],
+                        initializer=keras.initializers.TruncatedNormal(
+                            stddev=stddev, seed=self._seed + i))
+        super().build(input_shape)
+
+    def call(self, features):
+        columns = []
+        for f in self._inputs:
+            values = features[f.name]
+            if f.is_categorical:
+                columns.append(_lookup(self.embeddings[f.name], values, combiner="mean"))
+            else:
+                columns.append(tf.reshape(tf.cast(values, tf.float32), [-1, 1]))
+        hidden = tf.concat(columns, axis=1)
+        for layer in self.hidden:
+            hidden = layer(hidden)
+        return self.logit(hidden)
+
+
+class WideDeepModel(keras.Model):
+    """Joint Wide & Deep: ``call`` gives P(label = 1) of shape [batch, 1].
+
+    ``compile`` takes ``optimizer={"wide": ..., "deep": ...}`` (see :func:`build_model`);
+    ``train_step`` differentiates the one loss once and hands each optimizer its own part.
+    """
+
+    def __init__(self, inputs: Sequence[ModelInput], params: cfg.TrainParams, **kwargs):
+        super().__init__(name=MODEL_NAME, **kwargs)
+        if params.model_type not in cfg.MODEL_TYPES:
+            raise ValueError(f"model_type must be one of {', '.join(cfg.MODEL_TYPES)}, got "
+                             f"{params.model_type!r}")
+        self.model_inputs = tuple(_as_input(f) for f in inputs)
+        self.params = params
+        wide_inputs = [f for f in self.model_inputs if f.wide]
+        deep_inputs = [f for f in self.model_inputs if f.deep]
+        self.wide = (WideLinear(wide_inputs, name=WIDE)
+                     if params.model_type in ("wide_deep", "wide") and wide_inputs else None)
+        self.deep = (DeepTower(deep_inputs, params.embedding_dim, params.hidden_units,
+                               params.seed, name=DEEP)
+                     if params.model_type in ("wide_deep", "deep") and deep_inputs else None)
+        self.log_loss = keras.metrics.BinaryCrossentropy(name="log_loss", from_logits=True)
+        self.auc = keras.metrics.AUC(name="auc", num_thresholds=1000)
+        self.accuracy = keras.metrics.BinaryAccuracy(name="accuracy")
+        self.mean_prediction = keras.metrics.Mean(name="mean_prediction")
+        self.positive_rate = keras.metrics.Mean(name="positive_rate")
+
+    def get_config(self):
+        return {"inputs": [dataclasses.asdict(f) for f in self.model_inputs],
+                "params": params_to_json(self.params)}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(config["inputs"], params_from_json(config["params"]))
+
+    @property
+    def parts(self) -> dict[str, keras.layers.Layer]:
+        """The parts this model_type trains, by name ("wide", "deep")."""
+        return {name: part for name, part in ((WIDE, self.wide), (DEEP, self.deep))
+                if part is not None}
+
+    @property
+    def metrics(self):
+        return [self.log_loss, self.auc, self.accuracy, self.mean_prediction,
+                self.positive_rate]
+
+    def logits(self, features, training=False) -> tf.Tensor:
+        return tf.add_n([part(features, training=training) for part in self.parts.values()])
+
+    def call(self, features, training=False):
+        return tf.sigmoid(self.logits(features, training=training))
+
+    def train_step(self, data):
+        features, labels = data
+        labels = tf.reshape(tf.cast(labels, tf.float32), [-1, 1])
+        variables = {name: part.trainable_variables for name, part in self.parts.items()}
+        with tf.GradientTape() as tape:
+            logits = self.logits(features, training=True)
+            loss = tf.reduce_mean(
+                tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+        gradients = tape.gradient(loss, variables)
+        for name, part_variables in variables.items():
+            if part_variables:  # a frozen part has none, and its optimizer does nothing
+                self.optimizer[name].apply_gradients(zip(gradients[name], part_variables))
+        return self._update_metrics(labels, logits)
+
+    def test_step(self, data):
+        features, labels = data
+        labels = tf.reshape(tf.cast(labels, tf.float32), [-1, 1])
+        return self._update_metrics(labels, self.logits(features, training=False))
+
+    def _update_metrics(self, labels, logits):
+        probabilities = tf.sigmoid(logits)
+        self.log_loss.update_state(labels, logits)
+        self.auc.update_state(labels, probabilities)
+        self.accuracy.update_state(labels, probabilities)
+        self.mean_prediction.update_state(probabilities)
+        self.positive_rate.update_state(labels)
+        return {m.name: m.result() for m in self.metrics}
+
+
+class SparseFtrl(keras.optimizers.Ftrl):
+    """tf_keras' FTRL, updating only the rows a batch touched.
+
+    ``Ftrl.update_step`` densifies a sparse gradient and rewrites every row of every table
+    on each step, so a step costs as much as the largest cross space (a million hash
+    buckets). For an ``IndexedSlices`` gradient (already deduplicated by ``apply_gradients``)
+    this applies the same update to the batch's rows only, with TF's fused sparse FTRL
+    kernel, as the canned linear estimators did. The rows left out would come out of the
+    dense update unchanged: with a zero gradient (and no L2 shrinkage) FTRL recomputes a
+    weight from an unchanged ``linear`` and accumulator.
+    """
+
+    def update_step(self, gradient, variable):
+        if not isinstance(gradient, tf.IndexedSlices) or self.l2_shrinkage_regularization_strength:
+            return super().update_step(gradient, variable)
+        dtype = variable.dtype
+        learning_rate = tf.cast(self.learning_rate, dtype)
+        index = self._index_dict[self._var_key(variable)]
+        tf.raw_ops.ResourceSparseApplyFtrlV2(
+            var=variable.handle, accum=self._accumulators[index].handle,
+            linear=self._linears[index].handle, grad=gradient.values, indices=gradient.indices,
+            lr=learning_rate, l1=tf.cast(self.l1_regularization_strength, dtype),
+            # As Ftrl.update_step folds beta into L2.
+            l2=tf.cast(self.l2_regularization_strength, dtype) + self.beta / (2.0 * learning_rate),
+            l2_shrinkage=tf.constant(0.0, dtype),
+            lr_power=tf.cast(self.learning_rate_power, dtype))
+
+
+def make_optimizers(params: cfg.TrainParams) -> dict[str, keras.optimizers.Optimizer]:
+    """The paper's optimizers: FTRL with L1/L2 for the wide part, AdaGrad for the deep part."""
+    return {
+        WIDE: SparseFtrl(learning_rate=params.wide_learning_rate,
+                                    l1_regularization_strength=params.wide_l1,
+                                    l2_regularization_strength=params.wide_l2,
+                                    name="wide_ftrl"),
+        DEEP: keras.optimizers.Adagrad(learning_rate=params.deep_learning_rate,
+                                       name="deep_adagrad"),
+    }
+
+
+def example_batch(inputs: Sequence[ModelInput]) -> dict[str, tf.Tensor | tf.SparseTensor]:
+    """A one-row batch of id 0 / value 0, shaped like a parsed transformed batch."""
+    batch = {}
+    for f in inputs:
+        if f.kind == cfg.MULTIVALENT:
+            batch[f.name] = tf.SparseTensor(indices=[[0, 0]], values=tf.constant([0], tf.int64),
+                                            dense_shape=[1, 1])
+        elif f.kind == cfg.CATEGORICAL:
+            batch[f.name] = tf.zeros([1], tf.int64)
+        else:
+            batch[f.name] = tf.zeros([1], tf.float32)
+    return batch
+
+
+def build_model(inputs: Sequence[ModelInput], params: cfg.TrainParams) -> WideDeepModel:
+    """A compiled model with its variables and optimizer slots created.
+
+    Everything is created eagerly here, so variable names never depend on where the first
+    call happens, and a checkpoint can be restored (or warm-started into) right away.
+    """
+    model = WideDeepModel(inputs, params)
+    model(example_batch(model.model_inputs))
+    # Warm start pairs variables by these names; they must be unique and scoped.
+    names = [v.name for part in model.parts.values() for v in part.weights]
+    if len(set(names)) != len(names) or not all(n.startswith(MODEL_NAME + "/") for n in names):
+        raise RuntimeError(f"model variable names are not unique and scoped: {sorted(names)}")
+    optimizers = make_optimizers(params)
+    model.compile(optimizer={name: optimizers[name] for name in model.parts})
+    for name, part in model.parts.items():
+        model.optimizer[name].build(part.trainable_variables)
+    return model
+
+
+def variable_key(variable: tf.Variable) -> str:
+    """A model variable's name without the model scope and ":0", e.g. ``wide/installed_apps``."""
+    name = variable.name.split(":")[0]
+    return name.removeprefix(MODEL_NAME + "/")
+
+
+def model_variables(model: WideDeepModel) -> dict[str, tf.Variable]:
+    """The model's weights by :func:`variable_key`."""
+    return {variable_key(v): v for part in model.parts.values() for v in part.weights}
+
+
+def id_tables(model: WideDeepModel) -> dict[str, ModelInput]:
+    """The variables whose rows are indexed by a feature's ids, by :func:`variable_key`."""
+    by_name = {f.name: f for f in model.model_inputs}
+    tables = {}
+    if model.wide is not None:
+        tables.update({variable_key(table): by_name[name]
+                       for name, table in model.wide.tables.items()
+                       if by_name[name].is_categorical})
+    if model.deep is not None:
+        tables.update({variable_key(table): by_name[name]
+                       for name, table in model.deep.embeddings.items()})
+    return tables
+
+
+def optimizer_slots(model: WideDeepModel) -> dict[str, dict[str, tf.Variable]]:
+    """Optimizer state per model variable: ``{variable_key: {slot_name: variable}}``.
+
+    tf_keras names a slot ``<slot>/<model variable name>`` (``Optimizer.
+    add_variable_from_reference``), which ties it to its variable without the optimizer's
+    private index.
+    """
+    by_name = {v.name: variable_key(v) for v in model_variables(model).values()}
+    slots: dict[str, dict[str, tf.Variable]] = {}
+    for optimizer in model.optimizer.values():
+        for slot in optimizer.variables:
+            slot_name, _, target = slot.name.partition("/")
+            if target in by_name:
+                slots.setdefault(by_name[target], {})[slot_name] = slot
+    return slots
+
+
+# ---------------------------------------------------------------------------------------
+# The trained model on disk: model.json (inputs + hyperparameters) and weights.
+
+
+def params_to_json(params: cfg.TrainParams) -> dict:
+    return dataclasses.asdict(params)
+
+
+def params_from_json(data: Mapping) -> cfg.TrainParams:
+    fields = {f.name: f for f in dataclasses.fields(cfg.TrainParams)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields}
+    return cfg.TrainParams(**values)
+
+
+def save_model(model: WideDeepModel, path: str) -> None:
+    """Writes ``model.json`` and the parts' weights (no optimizer state) under ``path``."""
+    os.makedirs(path, exist_ok=True)
+    spec = model.get_config()
+    tf.train.Checkpoint(**model.parts).write(os.path.join(path, WEIGHTS_PREFIX))
+    with open(os.path.join(path, MODEL_SPEC_FILE), "w") as f:
+        json.dump(spec, f, indent=2)
+
+
+def load_model(path: str) -> WideDeepModel:
+    """Rebuilds a model written by :func:`save_model`; needs no transform output."""
+    spec_path = os.path.join(path, MODEL_SPEC_FILE)
+    try:
+        with open(spec_path) as f:
+            spec = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{spec_path}: no trained model here (expected "
+                                f"{MODEL_SPEC_FILE} and {WEIGHTS_PREFIX}.* written by "
+                                f"training)") from None
+    model = build_model(spec["inputs"], params_from_json(spec["params"]))
+    tf.train.Checkpoint(**model.parts).read(
+        os.path.join(path, WEIGHTS_PREFIX)).assert_existing_objects_matched()
+    return model
+
+
+def training_checkpoint(model: WideDeepModel, **counters: tf.Variable) -> tf.train.Checkpoint:
+    """What ``checkpoints/`` holds: the model with its optimizers' state, plus counters.
+
+    Training resumes from it and warm start reads optimizer accumulators from it, so both
+    must build it here, the same way.
+    """
+    return tf.train.Checkpoint(model=model, **counters)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDir:
+    """The layout of a training run's model_dir, shared by training, warm start and export."""
+    root: str
+
+    def _join(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    @property
+    def checkpoints(self) -> str:
+        return self._join("checkpoints")
+
+    @property
+    def tensorboard(self) -> str:
+        return self._join("tensorboard")
+
+    @property
+    def hparams(self) -> str:
+        return self._join("hparams.json")
+
+    @property
+    def vocab(self) -> str:
+        """Copies of the vocabularies trained on, so warm start can remap against them later."""
+        return self._join("vocab")
+
+    def vocab_file(self, vocab_name: str) -> str:
+        return self._join("vocab", vocab_name)
+
+    @property
+    def history(self) -> str:
+        return self._join("history.json")
+
+    @property
+    def warm_start_report(self) -> str:
+        return self._join("warm_start.json")
+
+    @property
+    def keras_model(self) -> str:
+        """The final trained model (:func:`save_model`), written last but for the summary."""
+        return self._join("keras_model")
+
+    @property
+    def summary(self) -> str:
+        return self._join("summary.json")
+
+    @property
+    def done(self) -> str:
+        return self._join("DONE")
+
+    def latest_checkpoint(self) -> str | None:
+        return tf.train.latest_checkpoint(self.checkpoints)

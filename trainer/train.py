@@ -1,0 +1,380 @@
+"""Training: joint Wide & Deep on the transform output, with checkpoints, resume and warm start.
+
+``train`` owns one model_dir (layout in :class:`trainer.model.ModelDir`)::
+
+    checkpoints/   model + both optimizers + step counters, every N steps and at the end
+    tensorboard/   train/ and eval/ scalars
+    hparams.json   the TrainParams this run used
+    vocab/         copies of the vocabularies trained on (warm start remaps against them
+                   after the transform dir is gone)
+    history.json   per-epoch train and eval metrics
+    warm_start.json  what warm start did (only when it ran)
+    keras_model/   the final model (model.json + weights), renamed into place when complete
+    summary.json, DONE   written last
+
+A run that finds a checkpoint in its model_dir continues from it: same step, same position
+in the epoch (the input order is deterministic, so it skips exactly the batches it had
+trained on), same optimizer state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import math
+import os
+import shutil
+import time
+from typing import Callable
+
+import tensorflow as tf
+import tf_keras as keras
+from tensorflow.core.framework import summary_pb2
+
+from trainer import data
+from trainer import model as model_lib
+from trainer import warm_start as warm_start_lib
+from transforms import config as cfg
+
+# Hyperparameters that may differ when resuming: they extend or pace the run, the
+# checkpointed variables do not depend on them.
+RESUMABLE_CHANGES = ("epochs", "max_steps", "checkpoint_every_steps")
+
+
+def load_trained_model(model_dir: str) -> model_lib.WideDeepModel:
+    """The final model of a finished run: call it on a batch of transformed features to get
+    P(label = 1) of shape [batch, 1]. Needs only ``model_dir``."""
+    return model_lib.load_model(model_lib.ModelDir(model_dir).keras_model)
+
+
+# tf.summary.scalar lives in the tensorboard package, which TF 2.21 no longer installs;
+# tf.summary.write with the scalars plugin's metadata writes the same event, readable by
+# any TensorBoard.
+_SCALAR_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+
+
+def _write_scalars(writer, step: int, scalars: dict[str, float]) -> None:
+    with writer.as_default(step=step):
+        for name, value in scalars.items():
+            tf.summary.write(name, tf.constant(value, tf.float32), metadata=_SCALAR_METADATA)
+
+
+def _read_json(path: str):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_json(path: str, value) -> None:
+    """Written to a temporary name, then renamed: a reader never sees half a file."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _check_resumable(layout: model_lib.ModelDir, params: cfg.TrainParams,
+                     inputs, tft_output) -> None:
+    """A checkpoint is only resumed by the same model on the same transform output."""
+    previous = _read_json(layout.hparams)
+    if previous is not None:
+        current = model_lib.params_to_json(params)
+        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES
+                         and json.dumps(previous.get(k)) != json.dumps(current[k]))
+        if changed:
+            details = ", ".join(f"{k}: {previous.get(k)!r} -> {current[k]!r}" for k in changed)
+            raise ValueError(
+                f"{layout.root} holds a checkpoint trained with other hyperparameters "
+                f"({details}); resume needs the same ones. Use a new model_dir (and "
+                f"warm_start_from={layout.root!r} to start from it).")
+    for f in inputs:
+        if not f.vocab_name:
+            continue
+        kept = layout.vocab_file(f.vocab_name)
+        if not os.path.exists(kept):
+            continue
+        with open(kept, "rb") as a, tf.io.gfile.GFile(
+                tft_output.vocabulary_file_by_name(f.vocab_name), "rb") as b:
+            if a.read() != b.read():
+                raise ValueError(
+                    f"{layout.root} holds a checkpoint trained on another transform output "
+                    f"({kept} differs from this transform's {f.vocab_name}); resume needs "
+                    f"the same one. Use a new model_dir with warm_start_from={layout.root!r} "
+                    f"to remap onto the new vocabularies.")
+
+
+def _copy_vocabularies(inputs, tft_output, layout: model_lib.ModelDir) -> None:
+    os.makedirs(layout.vocab, exist_ok=True)
+    for vocab_name in sorted({f.vocab_name for f in inputs if f.vocab_name}):
+        tf.io.gfile.copy(tft_output.vocabulary_file_by_name(vocab_name),
+                         layout.vocab_file(vocab_name), overwrite=True)
+
+
+def _save_final_model(model: model_lib.WideDeepModel, layout: model_lib.ModelDir) -> None:
+    tmp = f"{layout.keras_model}.tmp-{os.getpid()}"
+    model_lib.save_model(model, tmp)
+    if os.path.exists(layout.keras_model):
+        shutil.rmtree(layout.keras_model)
+    os.rename(tmp, layout.keras_model)
+
+
+class _Progress:
+    """One log line every ``every`` steps: step, loss, examples/s over the interval, ETA."""
+
+    def __init__(self, log, every: int, total_steps: int, epochs: int, writer):
+        self.log, self.every, self.total_steps, self.epochs = log, max(every, 1), total_steps, epochs
+        self.writer = writer
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        """Eval and checkpoint time is not training time; the next interval starts now."""
+        self.started, self.examples, self.steps = time.perf_counter(), 0, 0
+
+    def update(self, step: int, epoch: int, examples: int, logs) -> None:
+        self.examples += examples
+        self.steps += 1
+        if step % self.every:
+            return
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        rate = self.examples / elapsed
+        eta = (self.total_steps - step) * elapsed / self.steps
+        loss, auc = float(logs["log_loss"]), float(logs["auc"])
+        self.log(f"train: step {step}/{self.total_steps} (epoch {epoch + 1}/{self.epochs}) "
+                 f"log loss {loss:.4f} auc {auc:.4f} {rate:,.0f} examples/s "
+                 f"ETA {_format_seconds(eta)}")
+        _write_scalars(self.writer, step, {"log_loss": loss, "auc": auc,
+                                           "examples_per_second": rate})
+        self.restart_clock()
+
+
+def _evaluate(model: model_lib.WideDeepModel, eval_fn, dataset) -> dict[str, float]:
+    model.reset_metrics()
+    examples = 0
+    logs = {}
+    for batch in dataset:
+        logs = eval_fn(batch)
+        examples += int(batch[1].shape[0])
+    metrics = {name: float(value) for name, value in logs.items()}
+    metrics["examples"] = examples
+    model.reset_metrics()
+    return metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    """The transform output as training reads it, checked before the model_dir is touched."""
+    tft_output: object
+    model_inputs: tuple
+    feature_spec: dict
+    label: str
+    train_files: list
+    eval_files: list
+    train_examples: int
+
+
+def _read_inputs(config: cfg.FeatureConfig, transform_dir: str) -> _Inputs:
+    import tensorflow_transform as tft
+
+    if not tf.io.gfile.exists(os.path.join(transform_dir, "transform_fn")):
+        raise FileNotFoundError(f"{transform_dir} is not a transform output (no transform_fn/); "
+                                f"run the transform job first")
+    tft_output = tft.TFTransformOutput(transform_dir)
+    inputs = model_lib.model_inputs(config, tft_output)
+    label = config.label.column
+    transformed_spec = tft_output.transformed_feature_spec()
+    if label not in transformed_spec:
+        raise ValueError(f"{config.source}: the label column '{label}' is missing from the "
+                         f"transform output {transform_dir}")
+    feature_spec = {f.name: transformed_spec[f.name] for f in inputs}
+    feature_spec[label] = transformed_spec[label]
+    train_files = data.split_files(transform_dir, data.TRAIN)
+    train_examples = data.count_examples(train_files)
+    if train_examples == 0:
+        raise ValueError(f"no train examples in {', '.join(train_files)}")
+    return _Inputs(tft_output, inputs, feature_spec, label, train_files,
+                   data.split_files(transform_dir, data.EVAL), train_examples)
+
+
+def _initialise(model, checkpoint, counters, layout: model_lib.ModelDir,
+                warm_start_from: str | None, log) -> tuple[dict | None, int | None]:
+    """Resume, warm start or cold start; returns (warm-start report, step resumed from)."""
+    resume_from = layout.latest_checkpoint()
+    if resume_from:
+        checkpoint.restore(resume_from).assert_consumed()
+        step, epoch, batch_in_epoch = (int(counters[k]) for k in
+                                       ("step", "epoch", "batch_in_epoch"))
+        log(f"train: resuming from {resume_from} at step {step} (epoch {epoch + 1}, "
+            f"{batch_in_epoch} batches of it done)")
+        if warm_start_from:
+            log(f"train: not warm-starting from {warm_start_from}: the checkpoint already "
+                f"holds this run's initialisation")
+        return _read_json(layout.warm_start_report), step
+    if warm_start_from:
+        report = warm_start_lib.warm_start(model, warm_start_from, layout.vocab, log=log)
+        _write_json(layout.warm_start_report, report)
+        return report, None
+    if os.path.exists(layout.warm_start_report):
+        os.remove(layout.warm_start_report)
+    log("train: cold start (no warm_start_from)")
+    return None, None
+
+
+def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
+          params: cfg.TrainParams | None = None, warm_start_from: str | None = None,
+          log: Callable[[str], None] = print, log_every_steps: int = 100) -> dict:
+    """Trains (or resumes training) into ``model_dir``; returns the run's summary.
+
+    ``params`` defaults to the config's [train]; ``warm_start_from`` is a previous run's
+    model_dir to initialise from (ignored when resuming: the interrupted run already did).
+    ``log`` gets one line per event; progress comes every ``log_every_steps`` steps. A
+    finished model_dir (DONE) with the same params is left alone and its summary returned.
+    """
+    params = params or config.train
+    if params.model_type not in cfg.MODEL_TYPES:
+        raise ValueError(f"model_type must be one of {', '.join(cfg.MODEL_TYPES)}, got "
+                         f"{params.model_type!r}")
+    layout = model_lib.ModelDir(model_dir)
+    finished = _read_json(layout.summary) if os.path.exists(layout.done) else None
+    if finished is not None and finished.get("params") == model_lib.params_to_json(params):
+        log(f"train: {model_dir} is already trained ({finished['steps']} steps); nothing to do")
+        return finished
+    inputs = _read_inputs(config, transform_dir)
+
+    if os.path.exists(layout.done):
+        os.remove(layout.done)
+    os.makedirs(model_dir, exist_ok=True)
+    for stale in glob.glob(f"{layout.keras_model}.tmp-*"):
+        shutil.rmtree(stale)
+    if layout.latest_checkpoint():
+        _check_resumable(layout, params, inputs.model_inputs, inputs.tft_output)
+    _copy_vocabularies(inputs.model_inputs, inputs.tft_output, layout)
+    _write_json(layout.hparams, model_lib.params_to_json(params))
+
+    keras.utils.set_random_seed(params.seed)
+    model = model_lib.build_model(inputs.model_inputs, params)
+    counters = {name: tf.Variable(0, dtype=tf.int64, trainable=False, name=name)
+                for name in ("step", "epoch", "batch_in_epoch")}
+    step, epoch, batch_in_epoch = counters["step"], counters["epoch"], counters["batch_in_epoch"]
+    checkpoint = model_lib.training_checkpoint(model, **counters)
+    manager = tf.train.CheckpointManager(checkpoint, layout.checkpoints, max_to_keep=3,
+                                         step_counter=step)
+    warm_report, resumed_from_step = _initialise(model, checkpoint, counters, layout,
+                                                 warm_start_from, log)
+
+    steps_per_epoch = math.ceil(inputs.train_examples / params.batch_size)
+    total_steps = params.epochs * steps_per_epoch
+    if params.max_steps:
+        total_steps = min(total_steps, params.max_steps)
+    parameters = sum(int(tf.size(v)) for v in model_lib.model_variables(model).values())
+    log(f"train: {params.model_type} model ({parameters:,} parameters), "
+        f"{inputs.train_examples:,} train examples in {len(inputs.train_files)} file(s), "
+        f"batch {params.batch_size}, {steps_per_epoch} steps/epoch, {total_steps} steps in "
+        f"all → {model_dir}")
+
+    def train_dataset(epoch_index: int, skip: int) -> tf.data.Dataset:
+        return data.make_dataset(inputs.train_files, inputs.feature_spec, inputs.label,
+                                 params.batch_size, shuffle=True,
+                                 seed=params.seed + epoch_index, skip_batches=skip)
+
+    eval_dataset = data.make_dataset(inputs.eval_files, inputs.feature_spec, inputs.label,
+                                     params.batch_size, shuffle=False)
+    signature = [eval_dataset.element_spec]
+    train_fn = tf.function(model.train_step, input_signature=signature)
+    eval_fn = tf.function(model.test_step, input_signature=signature)
+    train_writer = tf.summary.create_file_writer(os.path.join(layout.tensorboard, "train"))
+    eval_writer = tf.summary.create_file_writer(os.path.join(layout.tensorboard, "eval"))
+    progress = _Progress(log, log_every_steps, total_steps, params.epochs, train_writer)
+
+    def save_checkpoint() -> None:
+        path = manager.save(checkpoint_number=int(step))
+        log(f"train: checkpoint saved at step {int(step)}: {path}")
+        progress.restart_clock()
+
+    # Epochs already completed keep their history; the current one is redone from here.
+    history = [h for h in (_read_json(layout.history) or []) if h["epoch"] <= int(epoch)]
+    steps_this_run, examples_this_run, train_seconds = 0, 0, 0.0
+    while int(epoch) < params.epochs and int(step) < total_steps:
+        epoch_index = int(epoch)
+        if int(batch_in_epoch) == 0:
+            model.reset_metrics()
+        epoch_complete = True
+        started = time.perf_counter()
+        for batch in train_dataset(epoch_index, int(batch_in_epoch)):
+            if int(step) >= total_steps:
+                epoch_complete = False
+                break
+            logs = train_fn(batch)
+            step.assign_add(1)
+            batch_in_epoch.assign_add(1)
+            examples = int(batch[1].shape[0])
+            steps_this_run += 1
+            examples_this_run += examples
+            progress.update(int(step), epoch_index, examples, logs)
+            if int(batch_in_epoch) == 1 or steps_this_run == 1:
+                progress.restart_clock()  # tracing and the shuffle buffer's fill, not speed
+            # The last step of an epoch is saved after its eval instead, so a checkpoint
+            # at an epoch's end always has that epoch's history written before it.
+            if (int(step) % params.checkpoint_every_steps == 0
+                    and int(batch_in_epoch) < steps_per_epoch and int(step) < total_steps):
+                save_checkpoint()
+        train_seconds += time.perf_counter() - started
+
+        train_metrics = {m.name: float(m.result()) for m in model.metrics}
+        eval_metrics = _evaluate(model, eval_fn, eval_dataset)
+        history.append({"epoch": epoch_index + 1, "complete": epoch_complete,
+                        "step": int(step), "train": train_metrics, "eval": eval_metrics})
+        _write_json(layout.history, history)
+        _write_scalars(eval_writer, int(step), eval_metrics)
+        log(f"train: epoch {epoch_index + 1}/{params.epochs} "
+            f"{'done' if epoch_complete else 'stopped by max_steps'} at step {int(step)}: "
+            f"eval auc {eval_metrics['auc']:.4f} log loss {eval_metrics['log_loss']:.4f} "
+            f"accuracy {eval_metrics['accuracy']:.4f} ({eval_metrics['examples']:,} examples); "
+            f"train log loss {train_metrics['log_loss']:.4f}")
+        if epoch_complete:
+            epoch.assign_add(1)
+            batch_in_epoch.assign(0)
+        save_checkpoint()
+        if not epoch_complete:
+            break
+    train_writer.flush()
+    eval_writer.flush()
+
+    if history:
+        final_eval = history[-1]["eval"]
+    else:  # nothing left to train (e.g. max_steps already reached): still report metrics
+        final_eval = _evaluate(model, eval_fn, eval_dataset)
+    if manager.latest_checkpoint is None:
+        save_checkpoint()
+    _save_final_model(model, layout)
+    summary = {
+        "model_dir": model_dir,
+        "model_type": params.model_type,
+        "steps": int(step),
+        "epochs_completed": int(epoch),
+        "steps_per_epoch": steps_per_epoch,
+        "train_examples": inputs.train_examples,
+        "resumed_from_step": resumed_from_step,
+        "steps_this_run": steps_this_run,
+        "examples_per_second": (round(examples_this_run / train_seconds, 1)
+                                if train_seconds else None),
+        "final_eval": final_eval,
+        "warm_start": warm_report,
+        "params": model_lib.params_to_json(params),
+        "paths": {"keras_model": layout.keras_model, "checkpoint": manager.latest_checkpoint,
+                  "hparams": layout.hparams, "history": layout.history,
+                  "tensorboard": layout.tensorboard, "vocab": layout.vocab},
+    }
+    _write_json(layout.summary, summary)
+    with open(layout.done, "w") as f:
+        f.write(f"{int(step)}\n")
+    log(f"train: done at step {int(step)}: eval auc {final_eval['auc']:.4f} log loss "
+        f"{final_eval['log_loss']:.4f}; model in {layout.keras_model}")
+    return summary
