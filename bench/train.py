@@ -1,0 +1,360 @@
+"""Training throughput: our trainer next to a plain PyTorch CPU version of the same model.
+
+Both read the same transformed data (synthetic app-store rows through the real transform
+job, or ``--transform-dir``) and train the same architecture from the config's [train]
+defaults: same features, embeddings, hidden layers, batch size, FTRL on the wide part and
+AdaGrad on the deep part. Ours runs its real tf.data pipeline (gzip TFRecords, batched
+parse) and ``train_step``; the torch half decodes the TFRecords to numpy arrays first and
+slices batches from memory, which flatters it slightly.
+
+Printed: examples/s of our step loop (steady state, after a warm-up), of the whole
+``train()`` (tracing, checkpoints and all), and of torch; last, one JSON line. The two step
+loops alternate for ``--repeats`` rounds and medians are reported: on a shared 2-core
+machine one busy neighbour moves either number a lot (torch's OpenMP threads spin-wait, so
+it suffers most; ``--threads 1`` shows both without that). torch is optional
+(``pip install -e '.[bench]'``); without it that half is skipped with a message.
+
+    python bench/train.py [--rows 100000] [--steps 200] [--repeats 3] [--threads N]
+                          [--transform-dir DIR] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+
+import numpy as np
+
+# TFT needs Keras 2; this must be set before TensorFlow is first imported.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=None,
+                        help="feature config (default: the shipped appstore.toml)")
+    parser.add_argument("--rows", type=int, default=100_000,
+                        help="synthetic rows to generate and transform (default 100000)")
+    parser.add_argument("--steps", type=int, default=200, help="timed training steps")
+    parser.add_argument("--warmup-steps", type=int, default=20,
+                        help="untimed steps first (tracing, buffers, caches)")
+    parser.add_argument("--transform-dir", default=None,
+                        help="reuse this transform output instead of generating one")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds of (ours, torch), alternated; medians are reported, "
+                             "since a shared machine is noisy")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="compute threads for both frameworks (default: all CPUs)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few hundred rows and steps: checks the script runs")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.rows, args.steps, args.warmup_steps, args.repeats = min(args.rows, 3000), 3, 2, 1
+    return args
+
+
+def make_transform_output(config, rows: int, work_dir: str) -> str:
+    from pipeline import transform_job
+    from transforms import synthetic
+
+    transform_job.quiet_beam_logs()
+    raw_dir = os.path.join(work_dir, "raw")
+    synthetic.write_log(raw_dir, days=1, rows_per_day=rows, seed=1, shards=2)
+    transform_dir = os.path.join(work_dir, "transform")
+    transform_job.run_transform(config, os.path.join(raw_dir, "day=*", "*.csv"), transform_dir,
+                                log=lambda line: print(f"bench: {line}", flush=True))
+    return transform_dir
+
+
+def _endless_batches(make_epoch):
+    epoch = 0
+    while True:
+        yield from make_epoch(epoch)
+        epoch += 1
+
+
+def bench_ours_steps(inputs, params, transform_dir, feature_spec, label, steps: int,
+                     warmup: int) -> float:
+    """Steady-state examples/s of the real input pipeline feeding the real train_step."""
+    import tensorflow as tf
+
+    from trainer import data
+    from trainer import model as model_lib
+
+    model = model_lib.build_model(inputs, params)
+    files = data.split_files(transform_dir, data.TRAIN)
+    def epoch_batches(epoch: int):
+        return data.make_dataset(files, feature_spec, label, params.batch_size, shuffle=True,
+                                 seed=epoch)
+
+    train_fn = tf.function(model.train_step, input_signature=[epoch_batches(0).element_spec])
+    batches = _endless_batches(epoch_batches)
+    return _timed(lambda batch: train_fn(batch), batches, lambda b: int(b[1].shape[0]),
+                  steps, warmup)
+
+
+def _timed(step_fn, batches, batch_size, steps: int, warmup: int) -> float:
+    for _ in range(warmup):
+        step_fn(next(batches))
+    examples = 0
+    started = time.perf_counter()
+    for _ in range(steps):
+        batch = next(batches)
+        step_fn(batch)
+        examples += batch_size(batch)
+    return examples / (time.perf_counter() - started)
+
+
+def bench_ours_train(config, params, transform_dir, steps: int) -> float:
+    """Examples/s that ``train()`` itself reports: tracing, checkpoints, all of it."""
+    from trainer import train
+
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as model_dir:
+        summary = train.train(config, transform_dir, model_dir,
+                              params=dataclasses.replace(params, max_steps=steps, epochs=10**6),
+                              log=lambda line: None)
+    return summary["examples_per_second"]
+
+
+# ---------------------------------------------------------------------------------------
+# The PyTorch half
+
+
+def decode_split(transform_dir, feature_spec, label, inputs) -> dict:
+    """The train split as numpy: ids, numerics, labels; multivalent as (values, offsets)."""
+    import tensorflow as tf
+
+    from trainer import data
+    from transforms import config as cfg
+
+    columns = {f.name: [] for f in inputs}
+    labels = []
+    dataset = data.make_dataset(data.split_files(transform_dir, data.TRAIN), feature_spec,
+                                label, 8192, shuffle=False)
+    for features, batch_labels in dataset:
+        labels.append(batch_labels.numpy())
+        for f in inputs:
+            value = features[f.name]
+            if f.kind == cfg.MULTIVALENT:
+                lengths = tf.math.bincount(tf.cast(value.indices[:, 0], tf.int32),
+                                           minlength=int(value.dense_shape[0]))
+                columns[f.name].append((value.values.numpy(), lengths.numpy()))
+            else:
+                columns[f.name].append(value.numpy())
+    decoded = {"label": np.concatenate(labels).astype(np.float32)}
+    for f in inputs:
+        if f.kind == cfg.MULTIVALENT:
+            values = np.concatenate([v for v, _ in columns[f.name]])
+            lengths = np.concatenate([n for _, n in columns[f.name]]).astype(np.int64)
+            decoded[f.name] = (values, np.cumsum(lengths) - lengths, lengths)
+        else:
+            decoded[f.name] = np.concatenate(columns[f.name])
+    return decoded
+
+
+def _bags(values, starts, lengths, rows):
+    """Flat values and offsets of the chosen rows' bags, without a Python loop per row."""
+    row_lengths = lengths[rows]
+    total = int(row_lengths.sum())
+    offsets = np.cumsum(row_lengths) - row_lengths
+    positions = np.repeat(starts[rows] - offsets, row_lengths) + np.arange(total)
+    return values[positions], offsets
+
+
+def bench_torch(inputs, params, decoded, steps: int, warmup: int, threads: int) -> float:
+    import torch
+    from torch import nn
+
+    from transforms import config as cfg
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(params.seed)
+
+    class Ftrl(torch.optim.Optimizer):
+        """tf_keras' FTRL update (learning_rate_power -0.5, beta 0), dense like it."""
+
+        def __init__(self, parameters, lr, l1, l2, initial_accumulator_value=0.1):
+            super().__init__(parameters, dict(lr=lr, l1=l1, l2=l2,
+                                              initial=initial_accumulator_value))
+
+        @torch.no_grad()
+        def step(self):
+            for group in self.param_groups:
+                lr, l1, l2 = group["lr"], group["l1"], group["l2"]
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    state = self.state[p]
+                    if not state:
+                        state["accum"] = torch.full_like(p, group["initial"])
+                        state["linear"] = torch.zeros_like(p)
+                    accum, linear, grad = state["accum"], state["linear"], p.grad
+                    new_accum = accum + grad * grad
+                    linear.add_(grad - (new_accum.sqrt() - accum.sqrt()) / lr * p)
+                    quadratic = new_accum.sqrt() / lr + 2 * l2
+                    p.copy_((linear.clamp(-l1, l1) - linear) / quadratic)
+                    accum.copy_(new_accum)
+
+    class WideDeep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            dim = params.embedding_dim
+            self.wide = nn.ModuleDict({f.name: nn.EmbeddingBag(f.cardinality if f.is_categorical
+                                                               else 1, 1, mode="sum")
+                                       for f in inputs if f.wide})
+            self.wide_bias = nn.Parameter(torch.zeros(1))
+            for table in self.wide.values():
+                nn.init.zeros_(table.weight)
+            self.deep = nn.ModuleDict({f.name: nn.EmbeddingBag(f.cardinality, dim, mode="mean")
+                                       for f in inputs if f.deep and f.is_categorical})
+            for table in self.deep.values():
+                nn.init.trunc_normal_(table.weight, std=1 / math.sqrt(dim))
+            width = sum(dim if f.is_categorical else 1 for f in inputs if f.deep)
+            layers = []
+            for units in params.hidden_units:
+                layers += [nn.Linear(width, units), nn.ReLU()]
+                width = units
+            self.mlp = nn.Sequential(*layers, nn.Linear(width, 1))
+
+        def forward(self, batch):
+            wide = [self.wide_bias.expand(batch["size"], 1)]
+            deep = []
+            for f in inputs:
+                x = batch[f.name]
+                if f.wide:
+                    table = self.wide[f.name]
+                    wide.append(table(*x) if f.kind == cfg.MULTIVALENT
+                                else table(x.view(-1, 1)) if f.is_categorical
+                                else x.view(-1, 1) * table.weight[0])
+                if f.deep:
+                    deep.append(self.deep[f.name](*x) if f.kind == cfg.MULTIVALENT
+                                else self.deep[f.name](x.view(-1, 1)) if f.is_categorical
+                                else x.view(-1, 1))
+            return torch.stack(wide).sum(0) + self.mlp(torch.cat(deep, dim=1))
+
+    model = WideDeep()
+    wide_params = list(model.wide.parameters()) + [model.wide_bias]
+    deep_params = list(model.deep.parameters()) + list(model.mlp.parameters())
+    ftrl = Ftrl(wide_params, params.wide_learning_rate, params.wide_l1, params.wide_l2)
+    adagrad = torch.optim.Adagrad(deep_params, lr=params.deep_learning_rate,
+                                  initial_accumulator_value=0.1, eps=1e-7)
+    loss_fn = nn.BCEWithLogitsLoss()
+    n = len(decoded["label"])
+    rng = np.random.default_rng(params.seed)
+
+    def batches():
+        while True:
+            order = rng.permutation(n)
+            for start in range(0, n, params.batch_size):
+                rows = order[start:start + params.batch_size]
+                batch = {"size": len(rows), "label": torch.from_numpy(decoded["label"][rows])}
+                for f in inputs:
+                    if f.kind == cfg.MULTIVALENT:
+                        values, offsets = _bags(*decoded[f.name], rows)
+                        batch[f.name] = (torch.from_numpy(values), torch.from_numpy(offsets))
+                    else:
+                        batch[f.name] = torch.from_numpy(decoded[f.name][rows])
+                yield batch
+
+    def step(batch):
+        ftrl.zero_grad()
+        adagrad.zero_grad()
+        loss = loss_fn(model(batch).view(-1), batch["label"])
+        loss.backward()
+        ftrl.step()
+        adagrad.step()
+
+    return _timed(step, batches(), lambda b: b["size"], steps, warmup)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+
+    from configs import shipped_config
+    from trainer import data
+    from trainer import model as model_lib
+    from transforms.config import load_config
+
+    config = load_config(args.config or shipped_config("appstore.toml"))
+    params = config.train
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as work_dir:
+        transform_dir = args.transform_dir or make_transform_output(config, args.rows, work_dir)
+        tft_output = tft.TFTransformOutput(transform_dir)
+        inputs = model_lib.model_inputs(config, tft_output)
+        spec = tft_output.transformed_feature_spec()
+        label = config.label.column
+        feature_spec = {f.name: spec[f.name] for f in inputs} | {label: spec[label]}
+        train_examples = data.count_examples(data.split_files(transform_dir, data.TRAIN))
+        print(f"bench: {train_examples:,} train examples, batch {params.batch_size}, hidden "
+              f"{list(params.hidden_units)}, embedding {params.embedding_dim}, "
+              f"{args.steps} timed steps after {args.warmup_steps} warm-up, "
+              f"{args.threads} thread(s) on {os.cpu_count()} CPU(s)", flush=True)
+
+        try:
+            import torch
+        except ImportError:
+            torch = None
+        torch_note = None
+        if torch is None:
+            torch_note = "torch is not installed (pip install -e '.[bench]'); skipped"
+            print(f"bench: torch: {torch_note}", flush=True)
+            decoded = None
+        else:
+            decoded = decode_split(transform_dir, feature_spec, label, inputs)
+
+        ours_runs, torch_runs = [], []
+        for round_ in range(1, args.repeats + 1):
+            ours_runs.append(bench_ours_steps(inputs, params, transform_dir, feature_spec,
+                                              label, args.steps, args.warmup_steps))
+            line = f"bench: round {round_}/{args.repeats}: ours {ours_runs[-1]:,.0f} examples/s"
+            if decoded is not None:
+                torch_runs.append(bench_torch(inputs, params, decoded, args.steps,
+                                              args.warmup_steps, args.threads))
+                line += f", torch {torch_runs[-1]:,.0f} examples/s"
+            print(line, flush=True)
+        ours = float(np.median(ours_runs))
+        torch_rate = float(np.median(torch_runs)) if torch_runs else None
+        ours_train = bench_ours_train(config, params, transform_dir,
+                                      args.steps + args.warmup_steps)
+        print(f"bench: ours (tf_keras train_step + tf.data, median): {ours:,.0f} examples/s",
+              flush=True)
+        print(f"bench: ours (whole train(), tracing and checkpoints included): "
+              f"{ours_train:,.0f} examples/s", flush=True)
+        if torch_rate is not None:
+            print(f"bench: torch {torch.__version__} (CPU, numpy batches, median): "
+                  f"{torch_rate:,.0f} examples/s", flush=True)
+
+    result = {
+        "bench": "train", "smoke": args.smoke, "rows": None if args.transform_dir else args.rows,
+        "train_examples": train_examples, "batch_size": params.batch_size,
+        "hidden_units": list(params.hidden_units), "embedding_dim": params.embedding_dim,
+        "steps": args.steps, "warmup_steps": args.warmup_steps, "threads": args.threads,
+        "cpus": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "repeats": args.repeats,
+        "ours_examples_per_second": round(ours, 1),
+        "ours_runs": [round(r, 1) for r in ours_runs],
+        "ours_train_examples_per_second": round(ours_train, 1),
+        "torch": torch.__version__ if torch is not None else None,
+        "torch_examples_per_second": round(torch_rate, 1) if torch_rate else None,
+        "torch_runs": [round(r, 1) for r in torch_runs],
+        "torch_note": torch_note,
+        "ours_vs_torch": round(ours / torch_rate, 3) if torch_rate else None,
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
