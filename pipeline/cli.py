@@ -21,7 +21,8 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="widedeep", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="widedeep", description="Wide & Deep (Cheng et al. 2016) as a batch pipeline: synthetic data, "
+                    "TFT data generation, joint training with warm start, gated export.")
     parser.add_argument("-v", "--verbose", action="store_true", help="library logs too")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -52,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--max-steps", type=int)
     train.add_argument("--batch-size", type=int)
 
-    run = sub.add_parser("run", help="the whole loop: (synth) → transform → train")
+    run = sub.add_parser("run", help="the whole loop: (synth) → transform → train → evaluate → gate → export")
     _add_config(run)
     run.add_argument("--input", help="raw input glob; without it, synthetic data is made")
     run.add_argument("--eval-input", help="separate eval input glob")
@@ -62,7 +63,30 @@ def _parser() -> argparse.ArgumentParser:
                      help="synthetic rows when no --input is given")
     run.add_argument("--warm-start", default="auto",
                      help="auto (the blessed model, else the newest trained), none, or PATH")
+    nightly = sub.add_parser("nightly", help="process the newest unprocessed day (for cron)")
+    _add_config(nightly)
+    nightly.add_argument("--input-template", required=True,
+                         help="input glob with {date}, e.g. 'gs://b/logs/day={date}/*.csv'")
+    nightly.add_argument("--work-dir", required=True)
+    nightly.add_argument("--date", help="process this day (YYYY-MM-DD) instead of the newest")
+    nightly.add_argument("--eval-input", help="separate eval input glob")
+
+    score = sub.add_parser("score", help="batch scoring: top-K candidates per query")
+    score.add_argument("--model", required=True, help="an exported model (serving/<version>)")
+    score.add_argument("--input", required=True, help="candidate rows glob")
+    score.add_argument("--out", required=True, help="output dir")
+    score.add_argument("--top-k", type=int, help="default: the config's serving.top_k")
+
+    datasets = sub.add_parser("datasets", help="public datasets as widedeep input")
+    datasets_sub = datasets.add_subparsers(dest="datasets_command", required=True)
+    prepare = datasets_sub.add_parser("prepare", help="turn a dataset release into one CSV")
+    prepare.add_argument("name", help="e.g. movielens-100k")
+    prepare.add_argument("--src", required=True, help="the unpacked release")
+    prepare.add_argument("--out", required=True)
     return parser
+
+
+BEAM_COMMANDS = ("transform", "run", "nightly", "score")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         from pipeline.transform_job import quiet_beam_logs
         quiet_beam_logs()
-    if beam_args and args.command not in ("transform", "run"):
+    if beam_args and args.command not in BEAM_COMMANDS:
         _parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
 
     from transforms.config import ConfigError, load_config
@@ -85,6 +109,16 @@ def main(argv: list[str] | None = None) -> int:
                                         seed=args.seed, start_date=args.start_date,
                                         shards=args.shards)
             LOG.info("synth: wrote %d file(s) → %s", len(paths), args.out)
+            return 0
+        if args.command == "score":
+            from pipeline import score_job
+            score_job.run_score(args.model, args.input, args.out, top_k=args.top_k,
+                                pipeline_args=beam_args, log=LOG.info)
+            return 0
+        if args.command == "datasets":
+            from pipeline import datasets
+            path = datasets.prepare(args.name, args.src, args.out)
+            LOG.info("datasets: %s prepared → %s", args.name, path)
             return 0
         config = load_config(args.config)
         if args.command == "transform":
@@ -109,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
                                    eval_input_pattern=args.eval_input, run_id=args.run_id,
                                    synth_rows=args.synth_rows, warm_start=args.warm_start,
                                    pipeline_args=beam_args)
+        if args.command == "nightly":
+            from pipeline import orchestrate
+            return orchestrate.nightly(config, work_dir=args.work_dir,
+                                       input_template=args.input_template, date=args.date,
+                                       eval_input_pattern=args.eval_input,
+                                       pipeline_args=beam_args)
     except (ConfigError, InputError, TransformError) as e:
         LOG.error("error: %s", e)
         return 2

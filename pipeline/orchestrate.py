@@ -14,6 +14,7 @@ import glob
 import json
 import logging
 import os
+import re
 import subprocess
 import time
 from typing import Any, Callable, Sequence
@@ -326,6 +327,7 @@ def _run_locked(config, work_dir, input_pattern, eval_input_pattern, run_id, syn
     else:
         manifest.data["blessed"] = False
         LOG.info("serving unchanged: %s", _serving_summary(serving_root))
+    manifest.data["finished"] = _now()
     manifest.save()
     LOG.info("run %s done: %s; record in %s", run_id,
              f"blessed as serving version {manifest.data['serving_version']}"
@@ -334,6 +336,66 @@ def _run_locked(config, work_dir, input_pattern, eval_input_pattern, run_id, syn
 
 
 DRY_RUN_EXAMPLES = 1000
+DATE_TOKEN = "{date}"
+
+
+def _template_regex(template: str) -> "re.Pattern":
+    """`.../day={date}/*.csv` → a regex capturing the date from a matched path."""
+    parts = [re.escape(part).replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+             for part in template.split(DATE_TOKEN)]
+    return re.compile(r"(?P<date>\d{4}-\d{2}-\d{2})".join(parts) + "$")
+
+
+def available_days(input_template: str) -> list[str]:
+    """Days for which the input template matches files (any Beam filesystem), oldest first."""
+    from apache_beam.io.filesystems import FileSystems
+
+    if DATE_TOKEN not in input_template:
+        raise ValueError(f"--input-template {input_template!r} has no {DATE_TOKEN} placeholder")
+    pattern = input_template.replace(DATE_TOKEN, "*")
+    matches = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+    regex = _template_regex(input_template)
+    return sorted({match.group("date") for path in matches
+                   if (match := regex.search(path)) is not None})
+
+
+def nightly_run_id(day: str) -> str:
+    return f"day-{day}"
+
+
+def processed_days(work_dir: str) -> set[str]:
+    days = set()
+    for path in glob.glob(os.path.join(work_dir, "runs", "day-*", MANIFEST)):
+        with open(path) as f:
+            if json.load(f).get("finished"):
+                days.add(os.path.basename(os.path.dirname(path))[len("day-"):])
+    return days
+
+
+def nightly(config: cfg.FeatureConfig, *, work_dir: str, input_template: str,
+            date: str | None = None, eval_input_pattern: str | None = None,
+            pipeline_args: Sequence[str] = ()) -> int:
+    """Processes one day: the given `date`, else the newest day not processed yet.
+
+    The run id is ``day-<date>``, so a night that failed is resumed by the next cron call
+    (completed stages are skipped), and a day is never trained twice.
+    """
+    if date is None:
+        try:
+            days = available_days(input_template)
+        except ValueError as e:
+            LOG.error("nightly: %s", e)
+            return 2
+        pending = [d for d in days if d not in processed_days(work_dir)]
+        if not pending:
+            LOG.info("nightly: nothing new to process (%d day(s) found, all done)", len(days))
+            return 0
+        date = pending[-1]
+    input_pattern = input_template.replace(DATE_TOKEN, date)
+    LOG.info("nightly: processing day %s from %s", date, input_pattern)
+    return run(config, work_dir=work_dir, input_pattern=input_pattern,
+               eval_input_pattern=eval_input_pattern, run_id=nightly_run_id(date),
+               pipeline_args=pipeline_args)
 
 
 def _headline(metrics: dict | None) -> dict | None:

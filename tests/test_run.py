@@ -1,15 +1,53 @@
-"""The whole loop end to end on tiny synthetic data, twice, plus its lock."""
+"""The whole loop end to end on tiny synthetic data: three nights, the last one from cron."""
 
-import dataclasses
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 
 import pytest
 
+from configs import shipped_config
 from pipeline import orchestrate
-from tests.conftest import tiny_appstore_config
+from transforms import synthetic
+from transforms.config import load_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
+ROWS_PER_DAY = 3000
+# A shrunken model and a gate that blesses anything sane: a few thousand rows give noisy
+# metrics, and these tests are about the nightly plumbing; test_gate checks the gate itself.
+TINY_SECTIONS = """
+[train]
+hidden_units = [16, 8]
+embedding_dim = 4
+batch_size = 128
+epochs = 2
+checkpoint_every_steps = 20
+
+[gate]
+min_auc = 0.3
+max_calibration_error = 10.0
+max_auc_drop = 0.2
+max_logloss_increase = 1.0
+"""
+
+
+def tiny_config_file(path):
+    text = open(shipped_config("appstore.toml")).read()
+    text = re.sub(r"\n\[train\]\n.*?(?=\n\[serving\])", TINY_SECTIONS, text, flags=re.S)
+    path.write_text(text)
+    return str(path)
+
+
+def readme_crontab_command():
+    """The command of the README's crontab line (after the five schedule fields)."""
+    readme = open(os.path.join(REPO, "README.md")).read()
+    block = readme.split("<!-- crontab -->", 1)[1].split("```", 2)[1]
+    line = block.strip().splitlines()[0]
+    return line.split(None, 5)[5]
 
 
 def manifest(work_dir, run_id):
@@ -18,63 +56,116 @@ def manifest(work_dir, run_id):
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
-    config = tiny_appstore_config()
-    # Tiny data is noisy: the relative thresholds are loose here; test_gate checks them tight.
-    config = dataclasses.replace(config, gate=dataclasses.replace(
-        config.gate, min_auc=0.5, max_auc_drop=0.05, max_logloss_increase=0.05,
-        max_calibration_error=0.5))
-    work_dir = str(tmp_path_factory.mktemp("work"))
-    codes = [orchestrate.run(config, work_dir=work_dir, run_id=run_id, synth_rows=4000)
-             for run_id in ("night1", "night2")]
-    return config, work_dir, codes
+def three_nights(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nightly")
+    config_path = tiny_config_file(root / "appstore-tiny.toml")
+    config = load_config(config_path)
+    logs, work_dir = root / "logs", str(root / "widedeep")
+    template = str(logs / "day={date}" / "*.csv")
+    codes = []
+    for index, day in enumerate(DAYS):
+        # Each night a new day of logs lands, then the nightly job runs.
+        synthetic.write_log(str(logs), days=1, rows_per_day=ROWS_PER_DAY, seed=3,
+                            start_date=day, first_day_index=index, shards=2)
+        if index < 2:
+            codes.append(orchestrate.nightly(config, work_dir=work_dir, input_template=template))
+        else:
+            codes.append(run_cron_line(config_path, template, work_dir, root))
+    return config, work_dir, template, codes
 
 
-def test_first_run_blesses_version_1_and_records_every_stage(two_runs):
-    _, work_dir, codes = two_runs
-    assert codes == [0, 0]
-    record = manifest(work_dir, "night1")
-    assert [name for name in record["stages"]] == [
-        "synth", "transform", "train", "export", "evaluate", "gate", "publish"]
+def run_cron_line(config_path, template, work_dir, root):
+    """The README's crontab line, as cron runs it: a bare environment, only PATH and HOME."""
+    widedeep = os.path.join(REPO, ".venv", "bin", "widedeep")
+    if not os.path.exists(widedeep):
+        pytest.skip(f"{widedeep} missing: the crontab line needs the repo's venv (make install)")
+    command = readme_crontab_command()
+    command = command.replace("/path/to/widedeep/configs/appstore.toml", config_path)
+    command = command.replace("/path/to/widedeep", REPO)
+    command = command.replace("'/data/logs/day={date}/*.csv'", shlex.quote(template))
+    command = command.replace("/data/widedeep", work_dir)
+    assert "/path/to" not in command and "/data/" not in command, command
+    done = subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", f"HOME={root}", "sh", "-c",
+                           command], cwd="/", timeout=900)
+    return done.returncode
+
+
+def test_every_night_succeeds_and_the_cron_line_works(three_nights):
+    _, work_dir, _, codes = three_nights
+    assert codes == [0, 0, 0]
+    log = open(os.path.join(work_dir, "nightly.log")).read()
+    assert f"run day-{DAYS[2]} done" in log
+
+
+def test_first_night_blesses_version_1_and_records_every_stage(three_nights):
+    _, work_dir, _, _ = three_nights
+    record = manifest(work_dir, f"day-{DAYS[0]}")
+    assert list(record["stages"]) == ["transform", "train", "export", "evaluate", "gate",
+                                      "publish"]
     assert all(stage["outcome"] == "done" for stage in record["stages"].values())
     assert record["blessed"] is True and record["serving_version"] == 1
     assert record["gate"]["reason"].startswith("first model")
     assert record["stages"]["train"]["result"]["warm_start_from"] is None
-    assert record["stages"]["transform"]["result"]["rows_in"] == 4000
+    assert record["stages"]["transform"]["result"]["rows_in"] == ROWS_PER_DAY
+    assert record["inputs"]["input"].endswith(f"day={DAYS[0]}/*.csv")
     assert os.path.exists(os.path.join(work_dir, "serving", "1", "saved_model.pb"))
 
 
-def test_second_run_warm_starts_from_the_blessed_model_and_becomes_version_2(two_runs):
-    _, work_dir, _ = two_runs
-    record = manifest(work_dir, "night2")
-    assert record["stages"]["train"]["result"]["warm_start_from"] == os.path.join(
-        work_dir, "runs", "night1", "model")
-    assert record["stages"]["evaluate"]["result"]["baseline_version"] == 1
-    assert record["blessed"] is True and record["serving_version"] == 2
-    assert "baseline" in record["gate"]["reason"]
-    assert sorted(os.listdir(os.path.join(work_dir, "serving"))) == ["1", "2"]
+def test_each_night_warm_starts_from_the_model_blessed_the_night_before(three_nights):
+    _, work_dir, _, _ = three_nights
+    for before, day in zip(DAYS, DAYS[1:]):
+        previous, record = manifest(work_dir, f"day-{before}"), manifest(work_dir, f"day-{day}")
+        assert previous["blessed"], previous["gate"]
+        train = record["stages"]["train"]["result"]
+        assert train["warm_start_from"] == os.path.join(work_dir, "runs", f"day-{before}", "model")
+        # New apps launch every day: the impression_app vocabulary was remapped by token.
+        remap = train["warm_start"]["vocabularies"]["vocab_impression_app"]
+        assert remap["remapped"] > 0 and remap["new"] > 0, remap
+        assert record["stages"]["evaluate"]["result"]["baseline_version"] == previous["serving_version"]
+        assert "baseline" in record["gate"]["reason"]
+    assert manifest(work_dir, f"day-{DAYS[2]}")["serving_version"] == 3
 
 
-def test_rerunning_a_finished_run_redoes_nothing(two_runs):
-    config, work_dir, _ = two_runs
-    before = manifest(work_dir, "night2")["stages"]
-    assert orchestrate.run(config, work_dir=work_dir, run_id="night2", synth_rows=4000) == 0
-    after = manifest(work_dir, "night2")["stages"]
+def test_nightly_with_nothing_new_does_nothing(three_nights):
+    config, work_dir, template, _ = three_nights
+    runs_before = sorted(os.listdir(os.path.join(work_dir, "runs")))
+    assert orchestrate.nightly(config, work_dir=work_dir, input_template=template) == 0
+    assert sorted(os.listdir(os.path.join(work_dir, "runs"))) == runs_before
+
+
+def test_rerunning_a_finished_run_redoes_nothing(three_nights):
+    config, work_dir, template, _ = three_nights
+    run_id = f"day-{DAYS[1]}"
+    before = manifest(work_dir, run_id)["stages"]
+    assert orchestrate.nightly(config, work_dir=work_dir, input_template=template,
+                               date=DAYS[1]) == 0
+    after = manifest(work_dir, run_id)["stages"]
     assert {k: v["ended"] for k, v in after.items()} == {k: v["ended"] for k, v in before.items()}
 
 
-def test_a_second_run_on_a_locked_work_dir_exits_at_once(two_runs, tmp_path):
-    config, work_dir, _ = two_runs
+def test_a_second_run_on_a_locked_work_dir_exits_at_once(three_nights):
+    config, work_dir, template, _ = three_nights
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         with open(os.path.join(work_dir, ".lock"), "w") as f:
             f.write(str(holder.pid))
-        assert orchestrate.run(config, work_dir=work_dir, synth_rows=4000) == orchestrate.EXIT_LOCKED
+        assert orchestrate.nightly(config, work_dir=work_dir, input_template=template,
+                                   date=DAYS[0]) == orchestrate.EXIT_LOCKED
     finally:
         holder.kill()
         holder.wait()
-    # The holder is dead now: its lock is stale and gets taken over.
+    # The holder is dead now: its lock is stale and is taken over.
     with orchestrate.work_dir_lock(work_dir):
         with open(os.path.join(work_dir, ".lock")) as f:
             assert int(f.read()) == os.getpid()
     assert not os.path.exists(os.path.join(work_dir, ".lock"))
+
+
+def test_input_template_days_are_found_from_the_paths(tmp_path):
+    for day in ("2026-01-02", "2026-01-10"):
+        (tmp_path / f"day={day}").mkdir()
+        (tmp_path / f"day={day}" / "part-0.csv").write_text("x")
+    (tmp_path / "day=junk").mkdir()
+    (tmp_path / "day=junk" / "part-0.csv").write_text("x")
+    assert orchestrate.available_days(str(tmp_path / "day={date}" / "*.csv")) == [
+        "2026-01-02", "2026-01-10"]
