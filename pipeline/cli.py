@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="rerun (resume) a given run id")
     run.add_argument("--synth-rows", type=int, default=200_000,
                      help="synthetic rows when no --input is given")
+    run.add_argument("--ablations", action="store_true",
+                     help="also train wide-only and deep-only models for the report")
     run.add_argument("--warm-start", default="auto",
                      help="auto (the blessed model, else the newest trained), none, or PATH")
     nightly = sub.add_parser("nightly", help="process the newest unprocessed day (for cron)")
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             return orchestrate.run(config, work_dir=args.work_dir, input_pattern=args.input,
                                    eval_input_pattern=args.eval_input, run_id=args.run_id,
                                    synth_rows=args.synth_rows, warm_start=args.warm_start,
+                                   ablations=args.ablations,
                                    pipeline_args=beam_args)
         if args.command == "nightly":
             from pipeline import orchestrate

@@ -8,6 +8,7 @@ redoes the one that failed. A lock file keeps two overlapping runs (cron!) apart
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import errno
 import glob
@@ -189,25 +190,44 @@ def resolve_warm_start(work_dir: str, current_run: str, setting: str = "auto") -
 
 def run(config: cfg.FeatureConfig, *, work_dir: str, input_pattern: str | None = None,
         eval_input_pattern: str | None = None, run_id: str | None = None,
-        synth_rows: int = 200_000, warm_start: str = "auto",
+        synth_rows: int = 200_000, warm_start: str = "auto", ablations: bool = False,
         pipeline_args: Sequence[str] = ()) -> int:
-    """The whole loop; returns the process exit code."""
+    """The whole loop; returns the process exit code. Every run, failed or not, ends
+    with its report (runs/<run_id>/report.html)."""
+    run_id = run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = os.path.join(work_dir, "runs", run_id)
     try:
         with work_dir_lock(work_dir):
-            return _run_locked(config, work_dir, input_pattern, eval_input_pattern, run_id,
-                               synth_rows, warm_start, pipeline_args)
+            try:
+                return _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern,
+                                   synth_rows, warm_start, ablations, pipeline_args)
+            except StageError as e:
+                LOG.error("run %s failed: %s", run_id, e)
+                return 1
+            finally:
+                _write_report(run_dir)
     except LockedError as e:
         LOG.error("%s", e)
         return EXIT_LOCKED
-    except StageError as e:
-        LOG.error("run failed: %s", e)
-        return 1
 
 
-def _run_locked(config, work_dir, input_pattern, eval_input_pattern, run_id, synth_rows,
-                warm_start, pipeline_args) -> int:
-    run_id = run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = os.path.join(work_dir, "runs", run_id)
+def _write_report(run_dir: str) -> None:
+    from pipeline import report
+
+    ablations_file = os.path.join(run_dir, "eval", ABLATIONS_FILE)
+    try:
+        ablations = None
+        if os.path.exists(ablations_file):
+            with open(ablations_file) as f:
+                ablations = json.load(f)
+        LOG.info("report: %s", report.write_report(run_dir, ablations=ablations))
+    except Exception as e:  # the run's outcome stands; a broken report must not hide it
+        LOG.warning("report: could not be written (%s: %s)", type(e).__name__, e)
+
+
+def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, synth_rows,
+                warm_start, ablations, pipeline_args) -> int:
+    run_id = os.path.basename(run_dir)
     os.makedirs(run_dir, exist_ok=True)
     manifest = Manifest(run_dir)
     manifest.data.setdefault("run_id", run_id)
@@ -287,6 +307,30 @@ def _run_locked(config, work_dir, input_pattern, eval_input_pattern, run_id, syn
 
     evaluation = manifest.run_stage("evaluate", evaluate)
 
+    if ablations:
+        def train_ablations():
+            """The paper's Table 1 beside tonight's model: wide-only and deep-only, same data
+            and budget, cold-started so neither inherits the joint model's weights."""
+            from pipeline import gate
+            from trainer import export
+            from trainer import train as trainer
+            raw_eval = gate.read_raw_eval(config, transform_dir)
+            results = {}
+            for model_type in ("wide", "deep"):
+                ablation_dir = os.path.join(run_dir, f"model_{model_type}")
+                trainer.train(config, transform_dir, ablation_dir, log=LOG.info,
+                              params=dataclasses.replace(config.train, model_type=model_type))
+                ablation_export = export.export_model(config, ablation_dir, transform_dir,
+                                                      ablation_dir + "_export")
+                results[model_type] = gate.evaluate_export(ablation_export, raw_eval)[0]
+                LOG.info("ablations: %s-only AUC %.4f, log loss %.4f", model_type,
+                         results[model_type]["auc"], results[model_type]["log_loss"])
+            with open(os.path.join(eval_dir, ABLATIONS_FILE), "w") as f:
+                json.dump(results, f, indent=2)
+            return {k: _headline(v) for k, v in results.items()}
+
+        manifest.run_stage("ablations", train_ablations)
+
     def decide():
         from pipeline import gate
         with open(evaluation["metrics_file"]) as f:
@@ -336,6 +380,7 @@ def _run_locked(config, work_dir, input_pattern, eval_input_pattern, run_id, syn
 
 
 DRY_RUN_EXAMPLES = 1000
+ABLATIONS_FILE = "ablations.json"
 DATE_TOKEN = "{date}"
 
 

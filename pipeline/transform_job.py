@@ -118,6 +118,19 @@ def tensor_adapter_config(config: cfg.FeatureConfig):
     return tfxio.TensorAdapterConfig(layout.ArrowSchema(), layout.TensorRepresentations())
 
 
+def pipeline_options(pipeline_args: Sequence[str]) -> PipelineOptions:
+    """Beam options from the arguments widedeep did not parse; the DirectRunner by default.
+
+    Everything a user passes (``--runner DataflowRunner --project ... --setup_file``)
+    reaches the runner unchanged. Workers get our code from the package that
+    ``--setup_file`` builds, so no ``--save_main_session`` is needed.
+    """
+    options = PipelineOptions(list(pipeline_args))
+    if options.view_as(StandardOptions).runner is None:
+        options.view_as(StandardOptions).runner = "DirectRunner"
+    return options
+
+
 def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_paths: Sequence[str],
                    output_dir: str, eval_paths: Sequence[str] = ()) -> None:
     """Adds the whole job to `pipeline`, writing into `output_dir`."""
@@ -183,9 +196,7 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
     if os.path.exists(partial_dir):
         shutil.rmtree(partial_dir)
     os.makedirs(partial_dir)
-    options = PipelineOptions(list(pipeline_args))
-    if options.view_as(StandardOptions).runner is None:
-        options.view_as(StandardOptions).runner = "DirectRunner"
+    options = pipeline_options(pipeline_args)
     temp_location = options.get_all_options().get("temp_location")
 
     started = time.time()
