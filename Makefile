@@ -6,7 +6,10 @@ WORK_DIR ?= artifacts
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install run test bench clean
+DEMO_DIR ?= artifacts/nightly-demo
+DEMO_ROWS ?= 50000
+
+.PHONY: install run test bench paper-table nightly-demo clean
 
 install: $(VENV)/.installed
 
@@ -26,7 +29,24 @@ test: install
 	$(BIN)/python -m pytest -q tests
 
 bench: install
-	$(BIN)/python bench/transform.py
+	$(BIN)/python bench/run_all.py
+
+paper-table: install
+	$(BIN)/python bench/paper_table.py
+
+# Three nights of synthetic logs with drift (new apps launch daily): each night warm-starts
+# from the model blessed the night before, remapping vocabularies by token.
+nightly-demo: install
+	rm -rf $(DEMO_DIR)
+	for i in 0 1 2; do \
+	  day=$$(date -u -d "2026-01-01 +$$i day" +%F) && \
+	  $(BIN)/widedeep synth --out $(DEMO_DIR)/logs --rows-per-day $(DEMO_ROWS) \
+	    --start-date $$day --first-day-index $$i && \
+	  $(BIN)/widedeep nightly --config configs/appstore.toml \
+	    --input-template '$(DEMO_DIR)/logs/day={date}/*.csv' --work-dir $(DEMO_DIR)/work \
+	    || exit 1; \
+	done
+	$(BIN)/widedeep history --work-dir $(DEMO_DIR)/work
 
 clean:
 	rm -rf $(WORK_DIR) $(VENV) *.egg-info

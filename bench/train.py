@@ -53,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="compute threads for both frameworks (default: all CPUs)")
     parser.add_argument("--smoke", action="store_true",
                         help="a few hundred rows and steps: checks the script runs")
+    parser.add_argument("--out", default=None,
+                        help="merge the figures into this JSON file under \"train\"")
     args = parser.parse_args(argv)
     if args.smoke:
         args.rows, args.steps, args.warmup_steps, args.repeats = min(args.rows, 3000), 3, 2, 1
@@ -353,6 +355,14 @@ def main(argv=None) -> dict:
         "ours_vs_torch": round(ours / torch_rate, 3) if torch_rate else None,
     }
     print(json.dumps(result), flush=True)
+    if args.out:
+        merged = {}
+        if os.path.exists(args.out):
+            with open(args.out) as f:
+                merged = json.load(f)
+        merged["train"] = result
+        with open(args.out, "w") as f:
+            json.dump(merged, f, indent=2)
     return result
 
 

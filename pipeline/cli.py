@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--start-date", default="2026-01-01")
     synth.add_argument("--shards", type=int, default=4)
+    synth.add_argument("--first-day-index", type=int, default=0,
+                       help="day number in the synthetic world (for one day at a time)")
 
     transform = sub.add_parser("transform", help="data generation: validate, TFT, TFRecords")
     _add_config(transform)
@@ -79,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--out", required=True, help="output dir")
     score.add_argument("--top-k", type=int, help="default: the config's serving.top_k")
 
+    history = sub.add_parser("history", help="the runs of a work dir and what they blessed")
+    history.add_argument("--work-dir", required=True)
+
     datasets = sub.add_parser("datasets", help="public datasets as widedeep input")
     datasets_sub = datasets.add_subparsers(dest="datasets_command", required=True)
     prepare = datasets_sub.add_parser("prepare", help="turn a dataset release into one CSV")
@@ -109,13 +114,18 @@ def main(argv: list[str] | None = None) -> int:
             from transforms import synthetic
             paths = synthetic.write_log(args.out, days=args.days, rows_per_day=args.rows_per_day,
                                         seed=args.seed, start_date=args.start_date,
-                                        shards=args.shards)
+                                        shards=args.shards,
+                                        first_day_index=args.first_day_index)
             LOG.info("synth: wrote %d file(s) → %s", len(paths), args.out)
             return 0
         if args.command == "score":
             from pipeline import score_job
             score_job.run_score(args.model, args.input, args.out, top_k=args.top_k,
                                 pipeline_args=beam_args, log=LOG.info)
+            return 0
+        if args.command == "history":
+            from pipeline import orchestrate
+            print(orchestrate.format_history(orchestrate.history(args.work_dir)))
             return 0
         if args.command == "datasets":
             from pipeline import datasets

@@ -404,6 +404,40 @@ def available_days(input_template: str) -> list[str]:
                    if (match := regex.search(path)) is not None})
 
 
+def history(work_dir: str) -> list[dict]:
+    """One line per run, oldest first: what was trained, from what, and what serves."""
+    rows = []
+    for path in sorted(glob.glob(os.path.join(work_dir, "runs", "*", MANIFEST))):
+        with open(path) as f:
+            record = json.load(f)
+        stages = record.get("stages", {})
+        train = stages.get("train", {}).get("result") or {}
+        evaluation = stages.get("evaluate", {}).get("result") or {}
+        failed = [name for name, stage in stages.items() if stage.get("outcome") == "failed"]
+        rows.append({
+            "run_id": record.get("run_id"),
+            "outcome": (f"failed at {failed[0]}" if failed else
+                        f"blessed v{record['serving_version']}" if record.get("blessed") else
+                        "rejected" if "gate" in record else "incomplete"),
+            "auc": (evaluation.get("candidate") or {}).get("auc"),
+            "baseline_auc": (evaluation.get("baseline") or {}).get("auc"),
+            "warm_start_from": train.get("warm_start_from"),
+            "reason": (record.get("gate") or {}).get("reason", ""),
+        })
+    return rows
+
+
+def format_history(rows: list[dict]) -> str:
+    lines = [f"{'run':<18} {'outcome':<14} {'AUC':>7} {'baseline':>8}  warm start from / reason"]
+    for row in rows:
+        auc = f"{row['auc']:.4f}" if row["auc"] is not None else "-"
+        base = f"{row['baseline_auc']:.4f}" if row["baseline_auc"] is not None else "-"
+        source = os.path.basename(os.path.dirname(row["warm_start_from"] or "")) or "cold start"
+        lines.append(f"{row['run_id']:<18} {row['outcome']:<14} {auc:>7} {base:>8}  "
+                     f"{source}; {row['reason']}")
+    return "\n".join(lines)
+
+
 def nightly_run_id(day: str) -> str:
     return f"day-{day}"
 
