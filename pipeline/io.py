@@ -4,6 +4,9 @@ Every input format (CSV/TSV, Parquet, TFRecord of tf.Example; local or any Beam 
 such as gs://) ends up as record batches in TFXIO's layout (one list column per raw feature),
 which is what TFT consumes without per-row Python dicts. A row that does not parse is never
 dropped silently: it goes to the dead-letter output with its file, line and reason.
+
+Columns named in ``optional_columns`` may be absent from a file (rows to score need no
+label); they are then read as missing values. Every other configured column must be there.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ class RowValidator:
         self.columns = config.columns
         self.missing = set(config.input.missing_values)
         self.strip = config.input.strip
+        self.max_chars = config.input.max_field_chars
         self.positive = set(config.label.positive)
         self.negative = set(config.label.negative)
 
@@ -97,6 +101,10 @@ class RowValidator:
             kind = column.kind
             if kind == cfg.IGNORE:
                 continue
+            if isinstance(field, str) and len(field) > self.max_chars:
+                return None, "field_too_long", (f"column '{column.name}': {len(field)} "
+                                                f"characters, over input.max_field_chars "
+                                                f"({self.max_chars})")
             if isinstance(field, str) and self.strip:
                 field = field.strip()
             if kind == cfg.NUMERIC:
@@ -198,12 +206,13 @@ def _open_text_source(path: str):
             yield raw
 
 
-def _csv_chunks(path: str, config: cfg.FeatureConfig):
+def _csv_chunks(path: str, config: cfg.FeatureConfig, optional: Sequence[str] = ()):
     """Yields lists of up to ROWS_PER_BATCH (line_number, raw bytes) data lines of a CSV file."""
     spec = config.input
     with _open_text_source(path) as handle:
         line_number = 0
         file_columns = None if spec.header else list(config.column_names)
+        columns_from_first_row = not spec.header and bool(optional)
         chunk: list[tuple[int, bytes]] = []
         try:
             for raw in iter(handle.readline, b""):
@@ -211,10 +220,13 @@ def _csv_chunks(path: str, config: cfg.FeatureConfig):
                 if line_number <= spec.skip_lines:
                     continue
                 if file_columns is None:
-                    file_columns = _header_columns(path, raw, config)
+                    file_columns = _header_columns(path, raw, config, optional)
                     continue
                 if not raw.strip():
                     continue  # blank lines (e.g. the trailing one of adult.data) are not rows
+                if columns_from_first_row:
+                    file_columns = _headerless_columns(raw, config, optional)
+                    columns_from_first_row = False
                 chunk.append((line_number, raw))
                 if len(chunk) >= ROWS_PER_BATCH:
                     yield file_columns, chunk
@@ -230,7 +242,11 @@ def _csv_chunks(path: str, config: cfg.FeatureConfig):
 
 def _csv_rows_of_chunk(file_columns: list[str], chunk, config: cfg.FeatureConfig):
     """The slow, exact path: one row at a time, so each bad row gets its own reason."""
-    order = [file_columns.index(c) for c in config.column_names]
+    # Field size is judged by RowValidator (input.max_field_chars), with a clearer reason
+    # than the csv module's own 128 KiB limit gives.
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
+    order = [file_columns.index(c) if c in file_columns else None for c in config.column_names]
+    present = sum(i is not None for i in order)
     for line_number, raw in chunk:
         try:
             text = raw.decode("utf-8").rstrip("\r\n")
@@ -243,9 +259,11 @@ def _csv_rows_of_chunk(file_columns: list[str], chunk, config: cfg.FeatureConfig
         except csv.Error as e:
             yield line_number, None, text, "unparseable", f"CSV: {e}"
             continue
-        if len(fields) == len(order):
-            fields = [fields[i] for i in order]
-        yield line_number, fields, text, "", ""
+        if len(fields) != present:
+            yield (line_number, None, text, "wrong_field_count",
+                   f"expected {present} fields, got {len(fields)}")
+            continue
+        yield line_number, [None if i is None else fields[i] for i in order], text, "", ""
 
 
 def _csv_fast_batch(file_columns: list[str], chunk, config: cfg.FeatureConfig,
@@ -279,6 +297,8 @@ def _csv_fast_batch(file_columns: list[str], chunk, config: cfg.FeatureConfig,
     arrays = []
     for column, field in zip(config.raw_columns, schema):
         values = table.column(column.name).combine_chunks()
+        if n and pc.max(pc.utf8_length(values)).as_py() > spec.max_field_chars:
+            return None
         if spec.strip:
             values = pc.utf8_trim_whitespace(values)
         offsets = scalar_offsets
@@ -313,12 +333,13 @@ def _csv_fast_batch(file_columns: list[str], chunk, config: cfg.FeatureConfig,
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _header_columns(path: str, raw: bytes, config: cfg.FeatureConfig) -> list[str]:
+def _header_columns(path: str, raw: bytes, config: cfg.FeatureConfig,
+                    optional: Sequence[str] = ()) -> list[str]:
     """The file's column names from its header, checked against the config."""
     header = raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
     names = [n.strip() for n in next(csv.reader([header], delimiter=config.input.delimiter))]
     expected = list(config.column_names)
-    missing = [c for c in expected if c not in names]
+    missing = [c for c in expected if c not in names and c not in optional]
     extra = [c for c in names if c not in expected]
     if missing or extra:
         found = f"header has {len(names)} column(s): {names[:20]}"
@@ -335,7 +356,17 @@ def _header_columns(path: str, raw: bytes, config: cfg.FeatureConfig) -> list[st
     return names
 
 
-def _parquet_rows(path: str, config: cfg.FeatureConfig):
+def _headerless_columns(raw: bytes, config: cfg.FeatureConfig,
+                        optional: Sequence[str]) -> list[str]:
+    """A header-less file's columns: all configured ones, or, when its first row has exactly
+    as many fields as there are non-optional columns, those (e.g. rows to score, no label)."""
+    text = raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
+    fields = next(csv.reader([text], delimiter=config.input.delimiter), [])
+    required = [c for c in config.column_names if c not in optional]
+    return required if len(fields) == len(required) else list(config.column_names)
+
+
+def _parquet_rows(path: str, config: cfg.FeatureConfig, optional: Sequence[str] = ()):
     import pyarrow.parquet as pq
 
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
@@ -344,21 +375,22 @@ def _parquet_rows(path: str, config: cfg.FeatureConfig):
         except Exception as e:
             raise InputError(f"{path}: not a readable Parquet file: {e}") from None
         names = parquet.schema_arrow.names
-        missing = [c for c in config.column_names if c not in names]
+        missing = [c for c in config.column_names if c not in names and c not in optional]
         if missing:
             raise InputError(f"{path}: Parquet file lacks configured column(s) {missing}; "
                              f"it has {names}")
+        present = [c for c in config.column_names if c in names]
         for c in config.columns:
-            if c.kind == cfg.IGNORE:
+            if c.kind == cfg.IGNORE or c.name not in names:
                 continue
             arrow_type = parquet.schema_arrow.field(c.name).type
             if not _parquet_type_fits(c.kind, arrow_type):
                 raise InputError(f"{path}: column '{c.name}' is {arrow_type}, which does not "
                                  f"fit a {c.kind} column")
         row = 0
-        for batch in parquet.iter_batches(batch_size=ROWS_PER_BATCH,
-                                          columns=list(config.column_names)):
-            columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+        for batch in parquet.iter_batches(batch_size=ROWS_PER_BATCH, columns=present):
+            columns = [batch.column(c).to_pylist() if c in names else [None] * batch.num_rows
+                       for c in config.column_names]
             for fields in zip(*columns):
                 row += 1
                 yield row, list(fields), _repr_row(config, fields), "", ""
@@ -374,7 +406,7 @@ def _parquet_type_fits(kind: str, arrow_type: pa.DataType) -> bool:
                 or pa.types.is_struct(arrow_type))
 
 
-def _tfrecord_rows(path: str, config: cfg.FeatureConfig):
+def _tfrecord_rows(path: str, config: cfg.FeatureConfig, optional: Sequence[str] = ()):
     import tensorflow as tf
 
     record = 0
@@ -402,7 +434,7 @@ def _tfrecord_rows(path: str, config: cfg.FeatureConfig):
                               else (values[0] if values else None))
             raw = _repr_row(config, fields)
             if missing and any(config.column(m).kind not in (cfg.IGNORE, cfg.MULTIVALENT)
-                               for m in missing):
+                               and m not in optional for m in missing):
                 yield record, None, raw, "missing_feature", f"missing feature(s) {missing}"
                 continue
             yield record, fields, raw, "", ""
@@ -420,8 +452,9 @@ _ROW_READERS = {"parquet": _parquet_rows, "tfrecord": _tfrecord_rows}
 class _ReadAndValidateFile(beam.DoFn):
     """Reads one file: record batches of good rows, dead letters for the rest."""
 
-    def __init__(self, config: cfg.FeatureConfig):
+    def __init__(self, config: cfg.FeatureConfig, optional_columns: Sequence[str] = ()):
         self.config = config
+        self.optional = tuple(optional_columns)
         self.rows_read = beam.metrics.Metrics.counter("widedeep", "rows_read")
         self.rows_dead = beam.metrics.Metrics.counter("widedeep", "rows_dead_lettered")
 
@@ -443,7 +476,7 @@ class _ReadAndValidateFile(beam.DoFn):
 
     def _batches_and_bad_rows(self, path: str):
         if self.config.input.format == "csv":
-            for file_columns, chunk in _csv_chunks(path, self.config):
+            for file_columns, chunk in _csv_chunks(path, self.config, self.optional):
                 batch = _csv_fast_batch(file_columns, chunk, self.config, self.schema)
                 if batch is not None:
                     yield batch
@@ -452,7 +485,7 @@ class _ReadAndValidateFile(beam.DoFn):
                                                                             self.config))
         else:
             yield from self._validate_rows(path, _ROW_READERS[self.config.input.format](
-                path, self.config))
+                path, self.config, self.optional))
 
     def _validate_rows(self, path: str, rows):
         builder = RecordBatchBuilder(self.config)
@@ -472,18 +505,24 @@ class _ReadAndValidateFile(beam.DoFn):
 
 
 class ReadImpressions(beam.PTransform):
-    """Files of a glob → (record batches of valid rows, dead letters)."""
+    """Files of a glob → (record batches of valid rows, dead letters).
 
-    def __init__(self, config: cfg.FeatureConfig, paths: Sequence[str]):
+    ``optional_columns`` may be absent from a file (read as missing values).
+    """
+
+    def __init__(self, config: cfg.FeatureConfig, paths: Sequence[str],
+                 optional_columns: Sequence[str] = ()):
         super().__init__()
         self.config = config
         self.paths = list(paths)
+        self.optional_columns = tuple(optional_columns)
 
     def expand(self, pipeline):
         results = (pipeline
                    | "ListFiles" >> beam.Create(self.paths)
                    | "SpreadFiles" >> beam.Reshuffle()
-                   | "ReadAndValidate" >> beam.ParDo(_ReadAndValidateFile(self.config))
+                   | "ReadAndValidate" >> beam.ParDo(_ReadAndValidateFile(
+                       self.config, self.optional_columns))
                    .with_outputs(DEAD_LETTER, main="rows"))
         return results.rows, results[DEAD_LETTER]
 

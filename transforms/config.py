@@ -43,6 +43,8 @@ class InputSpec:
     missing_values: tuple[str, ...] = ()
     # Characters stripped around every field (Adult's ", " separator leaves a space).
     strip: bool = True
+    # A longer field is garbage (a runaway quote, a binary blob), not a category.
+    max_field_chars: int = 65536
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,7 +267,9 @@ def _load_input(root: _Table) -> InputSpec:
                      skip_lines=t.get("skip_lines", int, 0, check=lambda v: v >= 0,
                                       why="must be >= 0"),
                      missing_values=t.strings("missing_values", ()),
-                     strip=t.get("strip", bool, True))
+                     strip=t.get("strip", bool, True),
+                     max_field_chars=t.get("max_field_chars", int, 65536, check=_positive,
+                                           why="must be >= 1"))
     t.finish()
     return spec
 
