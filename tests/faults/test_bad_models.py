@@ -1,0 +1,77 @@
+"""A blessed model corrupted on disk is detected when it would be used (warm-start source or
+baseline): the run says so and falls back to the previous good version or a cold start."""
+
+import dataclasses
+import glob
+import logging
+import os
+import shutil
+
+import pytest
+
+from pipeline import gate, orchestrate
+from trainer import export
+from trainer.train import train
+
+
+@pytest.fixture(scope="module")
+def two_blessed_versions(transform_output, tmp_path_factory):
+    """serving/1 and serving/2 in a work dir, each exported from its own trained model."""
+    config = transform_output.config
+    work_dir = tmp_path_factory.mktemp("work")
+    serving = str(work_dir / "serving")
+    raw_eval = gate.read_raw_eval(config, transform_output.transform_dir, limit=200)
+    for version in (1, 2):
+        model_dir = str(work_dir / "runs" / f"night{version}" / "model")
+        train(config, transform_output.transform_dir, model_dir, log=lambda *_: None,
+              params=dataclasses.replace(config.train, max_steps=5, seed=version))
+        export_dir = export.export_model(config, model_dir, transform_output.transform_dir,
+                                         str(work_dir / f"export{version}"))
+        os.makedirs(serving, exist_ok=True)
+        shutil.copytree(export_dir, os.path.join(serving, str(version)))
+    return str(work_dir), raw_eval
+
+
+def corrupt_weights(model_dir):
+    for path in glob.glob(os.path.join(model_dir, "keras_model", "weights*.data*")):
+        with open(path, "r+b") as f:
+            f.truncate(16)
+
+
+def test_corrupted_warm_start_source_falls_back_to_the_previous_version(two_blessed_versions,
+                                                                        tmp_path, caplog):
+    work_dir, _ = two_blessed_versions
+    copy = str(tmp_path / "work")
+    shutil.copytree(work_dir, copy)
+    # The metadata of each version points at the model dir it came from.
+    for version in (1, 2):
+        metadata_path = os.path.join(copy, "serving", str(version), "assets.extra", "widedeep.json")
+        text = open(metadata_path).read().replace(work_dir, copy)
+        open(metadata_path, "w").write(text)
+    assert orchestrate.resolve_warm_start(copy, "night3") == os.path.join(
+        copy, "runs", "night2", "model")
+    corrupt_weights(os.path.join(copy, "runs", "night2", "model"))
+    with caplog.at_level(logging.WARNING, logger="widedeep"):
+        chosen = orchestrate.resolve_warm_start(copy, "night3")
+    assert chosen == os.path.join(copy, "runs", "night1", "model")
+    assert "serving version 2 is unusable" in caplog.text
+    corrupt_weights(os.path.join(copy, "runs", "night1", "model"))
+    assert orchestrate.resolve_warm_start(copy, "night3") is None  # cold start, said so
+    with pytest.raises(ValueError, match="does not load"):
+        orchestrate.resolve_warm_start(copy, "night3", os.path.join(copy, "runs", "night1", "model"))
+
+
+def test_corrupted_baseline_is_skipped_for_the_previous_version(two_blessed_versions, tmp_path,
+                                                                caplog):
+    work_dir, raw_eval = two_blessed_versions
+    serving = str(tmp_path / "serving")
+    shutil.copytree(os.path.join(work_dir, "serving"), serving)
+    baseline, version = orchestrate._evaluate_baseline(serving, raw_eval)
+    assert version == 2 and baseline["examples"] == 200
+    for path in glob.glob(os.path.join(serving, "2", "variables", "variables.data*")):
+        with open(path, "r+b") as f:
+            f.truncate(8)
+    with caplog.at_level(logging.WARNING, logger="widedeep"):
+        baseline, version = orchestrate._evaluate_baseline(serving, raw_eval)
+    assert version == 1 and baseline["examples"] == 200
+    assert "serving version 2 cannot be scored" in caplog.text
