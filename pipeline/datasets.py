@@ -1,0 +1,168 @@
+"""Public datasets turned into impression logs the transform job reads as they are.
+
+UCI Adult needs no preparation (``configs/census.toml`` reads ``adult.data`` and
+``adult.test`` directly). MovieLens 100K comes as three files to be joined, so
+``widedeep datasets prepare movielens-100k --src DIR --out DIR`` flattens it into one CSV
+with a header that ``configs/movielens.toml`` describes.
+
+The data is third-party (GroupLens's research-only terms for MovieLens: no
+redistribution), so nothing here ships it: a user points ``src`` at their own copy.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+MOVIELENS_100K = "movielens-100k"
+MOVIELENS_FILE = "ratings.csv"
+MOVIELENS_LIKED_MIN_RATING = 4   # the label: a rating of 4 or 5 stars
+GENRE_SEPARATOR = "|"
+# MovieLens 1M's own age groups (its README): the 100K release keeps exact ages, and a
+# cross needs a categorical column, so the groups are written next to the exact age.
+AGE_GROUP_EDGES = (18, 25, 35, 45, 50, 56)
+AGE_GROUP_NAMES = ("under-18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be prepared; the message names the dataset, file and what to do."""
+
+
+def _source_file(src_dir: Path, name: str, what: str) -> Path:
+    path = src_dir / name
+    if not path.is_file():
+        raise DatasetError(f"{MOVIELENS_100K}: {path} not found ({what}); --src must be the "
+                           f"unpacked ml-100k folder with u.data, u.user, u.item and u.genre")
+    return path
+
+
+def _read_genres(path: Path) -> list[str]:
+    """Genre names in flag order: u.genre is ``name|id`` (ids 0..18) plus a blank line."""
+    table = pd.read_csv(path, sep="|", header=None, names=["genre", "id"], encoding="latin-1")
+    table = table.dropna()
+    ids = table["id"].astype(int).to_numpy()
+    if sorted(ids) != list(range(len(ids))):
+        raise DatasetError(f"{MOVIELENS_100K}: {path}: genre ids are {sorted(ids)}, expected "
+                           f"0..{len(ids) - 1}")
+    return table.sort_values("id")["genre"].tolist()
+
+
+def _read_movies(path: Path, genres: list[str]) -> pd.DataFrame:
+    flag_columns = [f"flag_{i}" for i in range(len(genres))]
+    names = ["movie_id", "movie_title", "release_date", "video_release_date", "imdb_url",
+             *flag_columns]
+    # u.item is Latin-1 (e.g. "Misérables, Les (1995)"); the CSV written is UTF-8.
+    items = pd.read_csv(path, sep="|", header=None, names=names, encoding="latin-1",
+                        dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
+    if items.shape[1] != len(names) or (items[flag_columns[-1]] == "").any():
+        raise DatasetError(f"{MOVIELENS_100K}: {path}: expected {len(names)} '|'-separated "
+                           f"columns (5 fields and {len(genres)} genre flags) on every line")
+    flags = items[flag_columns].to_numpy() == "1"
+    genre_names = np.array(genres, dtype=object)
+    movies = pd.DataFrame({
+        "movie_id": items["movie_id"].astype(np.int64),
+        "movie_title": items["movie_title"],
+        # "01-Jan-1995" → 1995; an empty date stays empty (a missing numeric value).
+        "movie_year": items["release_date"].str[-4:],
+        # Per movie (1,682 of them), not per rating.
+        "movie_genres": [GENRE_SEPARATOR.join(genre_names[row]) for row in flags],
+    })
+    return movies
+
+
+def _age_groups(ages: pd.Series) -> np.ndarray:
+    names = np.array(AGE_GROUP_NAMES, dtype=object)
+    return names[np.searchsorted(np.array(AGE_GROUP_EDGES), ages.to_numpy(), side="right")]
+
+
+def _read_users(path: Path) -> pd.DataFrame:
+    # The README says tab-separated; the file is '|'-separated. Zip codes are not all
+    # numeric (Canadian postcodes), so everything but the ids is read as text.
+    users = pd.read_csv(path, sep="|", header=None,
+                        names=["user_id", "user_age", "user_gender", "user_occupation", "zip"],
+                        dtype={"user_id": np.int64, "user_age": np.int64, "user_gender": str,
+                               "user_occupation": str, "zip": str},
+                        keep_default_na=False)
+    users["user_age_group"] = _age_groups(users["user_age"])
+    # The first digit of a US ZIP code is its national area (0 = north-east ... 9 = west);
+    # a letter marks a Canadian postcode.
+    users["user_zip_region"] = users.pop("zip").str[:1].str.upper()
+    return users
+
+
+def _join(ratings: pd.DataFrame, table: pd.DataFrame, key: str, path: Path) -> pd.DataFrame:
+    joined = ratings.merge(table, on=key, how="left", validate="many_to_one", indicator=True)
+    unmatched = joined["_merge"] != "both"
+    if unmatched.any():
+        ids = sorted(joined.loc[unmatched, key].unique())[:5]
+        raise DatasetError(f"{MOVIELENS_100K}: {int(unmatched.sum())} rating(s) name a "
+                           f"{key} missing from {path}, e.g. {ids}")
+    return joined.drop(columns="_merge")
+
+
+def prepare_movielens_100k(src_dir: str, out_dir: str) -> str:
+    """Joins u.data, u.user and u.item into ``<out_dir>/ratings.csv``; returns its path.
+
+    One row per rating, in u.data's order, with a header::
+
+        rating_id   "<user_id>-<movie_id>": unique per row (a user rates a movie once), the
+                    key of a hash split that puts a random tenth of the ratings in eval
+        user_id, movie_id
+        rating      1..5, kept for reference: the label is derived from it
+        liked       1 if rating >= 4 else 0 (the label)
+        timestamp   Unix seconds (UTC); day: its UTC date, YYYY-MM-DD
+        user_age, user_age_group, user_gender, user_occupation, user_zip_region
+        movie_title, movie_year (empty when u.item has no release date)
+        movie_genres  the genre flags as names, "|"-separated (u.genre's order)
+    """
+    src, out = Path(src_dir), Path(out_dir)
+    data_path = _source_file(src, "u.data", "the ratings")
+    user_path = _source_file(src, "u.user", "the users")
+    item_path = _source_file(src, "u.item", "the movies")
+    genre_path = _source_file(src, "u.genre", "the genre names")
+
+    ratings = pd.read_csv(data_path, sep="\t", header=None,
+                          names=["user_id", "movie_id", "rating", "timestamp"], dtype=np.int64)
+    ratings = _join(ratings, _read_users(user_path), "user_id", user_path)
+    ratings = _join(ratings, _read_movies(item_path, _read_genres(genre_path)), "movie_id",
+                    item_path)
+    ratings["rating_id"] = (ratings["user_id"].astype(str) + "-"
+                            + ratings["movie_id"].astype(str))
+    ratings["liked"] = (ratings["rating"] >= MOVIELENS_LIKED_MIN_RATING).astype(np.int64)
+    ratings["day"] = pd.to_datetime(ratings["timestamp"], unit="s", utc=True).dt.strftime(
+        "%Y-%m-%d")
+    columns = ["rating_id", "user_id", "movie_id", "rating", "liked", "timestamp", "day",
+               "user_age", "user_age_group", "user_gender", "user_occupation",
+               "user_zip_region", "movie_title", "movie_year", "movie_genres"]
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / MOVIELENS_FILE
+    partial = out / f".{MOVIELENS_FILE}.partial"
+    # Titles contain commas and quotes; to_csv quotes them the way both of the reader's CSV
+    # parsers (Arrow's and Python's csv) read back.
+    ratings[columns].to_csv(partial, index=False, encoding="utf-8", lineterminator="\n")
+    os.replace(partial, path)   # a reader never sees half a file
+    return str(path)
+
+
+DATASETS: dict[str, Callable[[str, str], str]] = {
+    MOVIELENS_100K: prepare_movielens_100k,
+}
+
+
+def prepare(name: str, src: str, out: str) -> str:
+    """Prepares dataset ``name`` from the release files in ``src`` into ``out``; returns the
+    path of the file to give ``--input``."""
+    try:
+        prepare_fn = DATASETS[name]
+    except KeyError:
+        raise DatasetError(f"unknown dataset '{name}'; known datasets: "
+                           f"{', '.join(sorted(DATASETS))}") from None
+    if not os.path.isdir(src):
+        raise DatasetError(f"{name}: source folder {src} does not exist")
+    return prepare_fn(src, out)
