@@ -263,11 +263,15 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
     counters = {name: tf.Variable(0, dtype=tf.int64, trainable=False, name=name)
                 for name in ("step", "epoch", "batch_in_epoch")}
     step, epoch, batch_in_epoch = counters["step"], counters["epoch"], counters["batch_in_epoch"]
-    checkpoint = model_lib.training_checkpoint(model, **counters)
+    # Evaluated and exported: the average of the last steps' weights, not the last step's.
+    average = model_lib.WeightAverage(model)
+    checkpoint = model_lib.training_checkpoint(model, average=average, **counters)
     manager = tf.train.CheckpointManager(checkpoint, layout.checkpoints, max_to_keep=3,
                                          step_counter=step)
     warm_report, resumed_from_step = _initialise(model, checkpoint, counters, layout,
                                                  warm_start_from, log)
+    if resumed_from_step is None:
+        average.reset()
 
     steps_per_epoch = math.ceil(inputs.train_examples / params.batch_size)
     total_steps = params.epochs * steps_per_epoch
@@ -287,7 +291,13 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
     eval_dataset = data.make_dataset(inputs.eval_files, inputs.feature_spec, inputs.label,
                                      params.batch_size, shuffle=False)
     signature = [eval_dataset.element_spec]
-    train_fn = tf.function(model.train_step, input_signature=signature)
+
+    def train_and_average(batch):
+        logs = model.train_step(batch)
+        average.update()
+        return logs
+
+    train_fn = tf.function(train_and_average, input_signature=signature)
     eval_fn = tf.function(model.test_step, input_signature=signature)
     train_writer = tf.summary.create_file_writer(os.path.join(layout.tensorboard, "train"))
     eval_writer = tf.summary.create_file_writer(os.path.join(layout.tensorboard, "eval"))
@@ -328,7 +338,14 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
         train_seconds += time.perf_counter() - started
 
         train_metrics = {m.name: float(m.result()) for m in model.metrics}
-        eval_metrics = _evaluate(model, eval_fn, eval_dataset)
+        run_over = int(step) >= total_steps or (epoch_complete
+                                                and epoch_index + 1 >= params.epochs)
+        if run_over:
+            average.commit()
+            eval_metrics = _evaluate(model, eval_fn, eval_dataset)
+        else:
+            with average.applied():
+                eval_metrics = _evaluate(model, eval_fn, eval_dataset)
         history.append({"epoch": epoch_index + 1, "complete": epoch_complete,
                         "step": int(step), "train": train_metrics, "eval": eval_metrics})
         _write_json(layout.history, history)
@@ -347,12 +364,13 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
     train_writer.flush()
     eval_writer.flush()
 
+    if steps_this_run == 0:  # nothing left to train (e.g. max_steps already reached)
+        average.commit()  # a no-op unless the checkpoint resumed from was not a run's last
+        save_checkpoint()
     if history:
         final_eval = history[-1]["eval"]
-    else:  # nothing left to train (e.g. max_steps already reached): still report metrics
+    else:  # still report metrics
         final_eval = _evaluate(model, eval_fn, eval_dataset)
-    if manager.latest_checkpoint is None:
-        save_checkpoint()
     _save_final_model(model, layout)
     summary = {
         "model_dir": model_dir,
