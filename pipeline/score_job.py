@@ -347,15 +347,9 @@ def run_score(export_dir: str, input_pattern: str, out_dir: str, *, top_k: int |
         json.dump(summary, f, indent=2)
     if rows_read == 0:
         raise ScoreError(f"score: no rows in {input_pattern}")
-    if summary["dead_letter_fraction"] > config.max_dead_letter_fraction:
-        raise ScoreError(
-            f"score: {rows_dead} of {rows_read} rows ({summary['dead_letter_fraction']:.2%}) "
-            f"were dead-lettered, over the limit of {config.max_dead_letter_fraction:.2%} "
-            f"(validation.max_dead_letter_fraction in {config.source}); by reason: "
-            f"{dead_by_reason}; see {partial_dir}/dead_letter-*.jsonl")
-    if os.path.exists(out_dir):
-        shutil.rmtree(out_dir)
-    os.rename(partial_dir, out_dir)
+    transform_job.check_dead_letter_limit("score", rows_dead, rows_read, dead_by_reason,
+                                          config, partial_dir, ScoreError)
+    transform_job.promote(partial_dir, out_dir)
     log(f"score: {rows_scored} candidates in {elapsed:.1f}s "
         f"({summary['candidates_per_second']:.0f}/s), {summary['queries']} queries, "
         f"dead-lettered {rows_dead}" + (f" {dead_by_reason}" if rows_dead else "")

@@ -239,20 +239,34 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
         raise TransformError(f"transform: the split left train={stats['rows_out']['train']} "
                              f"eval={stats['rows_out']['eval']} rows; both need rows "
                              f"(check [split] in {config.source})")
-    if stats["dead_letter_fraction"] > config.max_dead_letter_fraction:
-        raise TransformError(
-            f"transform: {rows_dead} of {rows_read} rows "
-            f"({stats['dead_letter_fraction']:.2%}) were dead-lettered, over the limit of "
-            f"{config.max_dead_letter_fraction:.2%} (validation.max_dead_letter_fraction); "
-            f"by reason: {dead_by_reason}; see {partial_dir}/dead_letter-*.jsonl")
-    if os.path.exists(output_dir):
-        shutil.rmtree(output_dir)
-    os.rename(partial_dir, output_dir)
+    check_dead_letter_limit("transform", rows_dead, rows_read, dead_by_reason, config,
+                            partial_dir, TransformError)
+    promote(partial_dir, output_dir)
     log(f"transform: {rows_read} rows in {elapsed:.1f}s ({stats['rows_per_second']:.0f} rows/s): "
         f"train {stats['rows_out']['train']}, eval {stats['rows_out']['eval']}, "
         f"dead-lettered {rows_dead}" + (f" {dead_by_reason}" if rows_dead else "")
         + f" → {output_dir}")
     return stats
+
+
+def check_dead_letter_limit(stage: str, rows_dead: int, rows_read: int,
+                            dead_by_reason: dict, config: cfg.FeatureConfig, partial_dir: str,
+                            error: type[Exception]) -> None:
+    """Fails a data job whose dead-letter fraction passes validation.max_dead_letter_fraction."""
+    fraction = rows_dead / rows_read if rows_read else 0.0
+    if fraction > config.max_dead_letter_fraction:
+        raise error(
+            f"{stage}: {rows_dead} of {rows_read} rows ({fraction:.2%}) were dead-lettered, "
+            f"over the limit of {config.max_dead_letter_fraction:.2%} "
+            f"(validation.max_dead_letter_fraction in {config.source}); by reason: "
+            f"{dead_by_reason}; see {partial_dir}/dead_letter-*.jsonl")
+
+
+def promote(partial_dir: str, output_dir: str) -> None:
+    """Puts a complete job output in place (replacing an older one) in one rename."""
+    if os.path.exists(output_dir):
+        shutil.rmtree(output_dir)
+    os.rename(partial_dir, output_dir)
 
 
 def quiet_beam_logs() -> None:
