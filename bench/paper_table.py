@@ -1,0 +1,320 @@
+"""The paper's Table 1 on the synthetic app-store log: wide, deep and Wide & Deep.
+
+Cheng et al. 2016, Table 1, compares a wide-only model (a linear model over crosses), a
+deep-only model and the jointly trained Wide & Deep model by offline AUC. This repeats the
+comparison on ``make run``'s data, so that each model gets the same chance:
+
+- **Same data.** ``--rows`` rows of day 0 of the synthetic log (``--seed``), transformed once
+  with the config (default: the shipped appstore.toml). Every model trains on its train split
+  and is scored on its eval split: users never seen in training (the config's hash split).
+- **Same budget.** Every run uses the config's [train]: epochs, batch size, hidden layers,
+  embedding size, L1/L2. Only the learning rate(s) of the model's own part(s) differ.
+- **Each at its best setting,** chosen without looking at the eval split: every setting in
+  the model's grid (``GRIDS``) trains on 90% of the train split's rows and is scored on the
+  other 10% (the *selection* rows); the lowest selection log loss wins, and only the winner is
+  retrained on the whole train split and scored on the eval split. A row holdout is honest
+  here: the generator draws every label independently given its row's columns (there is no
+  per-user effect outside them), so a held-out row shares no label noise with the rows
+  trained on.
+- **The upper bound:** the generator's true install probability, scored on the same eval rows.
+
+Printed: the selection grid, then the table (Model | Offline AUC | Log loss | Gain over wide,
+plus calibration = mean prediction / positive rate). The figures, with ROC points
+(``pipeline.gate.roc_curve``), are merged into ``--out`` under "paper_table".
+
+    python bench/paper_table.py [--rows 200000] [--seed 0] [--config TOML]
+                                [--work-dir DIR] [--out bench/results.json] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import json
+import os
+import shutil
+import tempfile
+import time
+import zlib
+
+import numpy as np
+
+# TFT needs Keras 2; this must be set before TensorFlow is first imported.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from transform import merge_results  # bench/transform.py, beside this script  # noqa: E402
+
+DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
+RESULTS_KEY = "paper_table"
+SELECTION_FRACTION = 0.1
+MODELS = ("wide", "deep", "wide_deep")
+NAMES = {"wide": "Wide (wide only)", "deep": "Deep (deep only)",
+         "wide_deep": "Wide & Deep (joint)"}
+# Learning rates tried per model. Each single-part grid brackets its optimum; the joint
+# model's grid is the shipped setting (0.1, 0.02) and each rate halved or doubled.
+GRIDS = {
+    "wide": [{"wide_learning_rate": r} for r in (0.05, 0.1, 0.2, 0.5)],
+    "deep": [{"deep_learning_rate": r} for r in (0.01, 0.02, 0.05)],
+    "wide_deep": [{"wide_learning_rate": w, "deep_learning_rate": d}
+                  for w, d in ((0.1, 0.02), (0.05, 0.02), (0.2, 0.02), (0.1, 0.01),
+                               (0.1, 0.05))],
+}
+SMOKE_ROWS = 3000
+SMOKE_GRIDS = {"wide": GRIDS["wide"][1:3], "deep": GRIDS["deep"][1:2],
+               "wide_deep": GRIDS["wide_deep"][:1]}
+SMOKE_TRAIN = {"epochs": 1, "hidden_units": (16, 8), "embedding_dim": 4, "batch_size": 128}
+ROC_POINTS = 200
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=None,
+                        help="feature config (default: the shipped appstore.toml)")
+    parser.add_argument("--rows", type=int, default=200_000,
+                        help="synthetic rows of day 0 (default 200000, as `make run`)")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic world (default 0)")
+    parser.add_argument("--work-dir", default=None,
+                        help="keep the log, the transform output and the final models here "
+                             "(default: a temporary directory, removed at the end)")
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help=f"JSON file to merge the figures into, under key '{RESULTS_KEY}' "
+                             "(default: bench/results.json)")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"{SMOKE_ROWS} rows, 1 epoch, tiny layers, a grid of 1-2 "
+                             "settings: checks the script runs")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.rows = min(args.rows, SMOKE_ROWS)
+    if args.rows < 100:
+        parser.error("--rows must be at least 100")
+    return args
+
+
+def split_selection(transform_dir: str, selection_dir: str) -> dict[str, int]:
+    """A transform dir whose train split is 90% of ``transform_dir``'s train rows and whose
+    eval split is the other 10%, by a hash of each serialized example (deterministic)."""
+    import tensorflow as tf
+
+    from trainer import data
+
+    for name in ("transform_fn", "transformed_metadata"):
+        shutil.copytree(os.path.join(transform_dir, name), os.path.join(selection_dir, name))
+    options = tf.io.TFRecordOptions(compression_type="GZIP")
+    counts = {data.TRAIN: 0, data.EVAL: 0}
+    writers = {split: tf.io.TFRecordWriter(
+        os.path.join(selection_dir, f"{split}-00000-of-00001.tfrecord.gz"), options)
+        for split in counts}
+    records = tf.data.TFRecordDataset(data.split_files(transform_dir, data.TRAIN),
+                                      compression_type="GZIP")
+    for record in records.as_numpy_iterator():
+        split = data.EVAL if zlib.crc32(record) / 2**32 < SELECTION_FRACTION else data.TRAIN
+        writers[split].write(record)
+        counts[split] += 1
+    for writer in writers.values():
+        writer.close()
+    return counts
+
+
+def train_model(config, transform_dir: str, model_dir: str, params) -> tuple[dict, float]:
+    from trainer import train
+
+    started = time.perf_counter()
+    summary = train.train(config, transform_dir, model_dir, params=params,
+                          log=lambda line: None)
+    return summary, time.perf_counter() - started
+
+
+def score_eval(config, transform_dir: str, model_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, predicted probabilities) of the final model on the eval split."""
+    import tensorflow_transform as tft
+
+    from trainer import data
+    from trainer import train
+
+    model = train.load_trained_model(model_dir)
+    spec = tft.TFTransformOutput(transform_dir).transformed_feature_spec()
+    dataset = data.make_dataset(data.split_files(transform_dir, data.EVAL), spec,
+                                config.label.column, 4096, shuffle=False)
+    labels, probabilities = [], []
+    for features, batch_labels in dataset:
+        probabilities.append(model(features).numpy().ravel())
+        labels.append(batch_labels.numpy().ravel())
+    return np.concatenate(labels), np.concatenate(probabilities)
+
+
+def true_eval_probabilities(config, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, true install probabilities) of the eval split's rows, from the generator."""
+    from pipeline import io as wd_io
+    from transforms import synthetic
+
+    split = config.split
+    if split.method != "hash":
+        raise SystemExit(f"bench: {config.source}: split.method = {split.method!r}; the upper "
+                         "bound needs the hash split to know which generated rows are eval")
+    day = synthetic.simulate_day(synthetic.make_world(seed), 0, rows)
+    keys = (str(k).encode() for k in day.table.column(split.key).to_pylist())
+    is_eval = wd_io.hash_fraction(keys) < split.eval_fraction
+    labels = day.table.column(config.label.column).to_numpy()
+    return labels[is_eval], day.probability[is_eval]
+
+
+def _headline(m: dict) -> dict:
+    return {k: round(float(m[k]), 5) for k in ("auc", "log_loss", "calibration",
+                                               "mean_prediction", "positive_rate")}
+
+
+def _roc(labels, scores) -> dict:
+    from pipeline import gate
+
+    fpr, tpr = gate.roc_curve(labels, scores, points=ROC_POINTS)
+    return {"fpr": fpr.round(5).tolist(), "tpr": tpr.round(5).tolist()}
+
+
+def _setting(params: dict) -> str:
+    return ", ".join(f"{k.removesuffix('_learning_rate')} lr {v:g}" for k, v in params.items())
+
+
+def markdown_table(models: dict, truth: dict) -> str:
+    lines = ["| Model | Offline AUC | Log loss | Gain over wide | Calibration | Setting |",
+             "|---|---|---|---|---|---|"]
+    wide_auc = models["wide"]["auc"]
+    for name, m in list(models.items()) + [("truth", truth)]:
+        label = NAMES.get(name, "True probability (upper bound)")
+        gain = "—" if name == "wide" else f"{m['auc'] - wide_auc:+.4f}"
+        setting = _setting(m["params"]) if "params" in m else "generator"
+        lines.append(f"| {label} | {m['auc']:.4f} | {m['log_loss']:.4f} | {gain} | "
+                     f"{m['calibration']:.3f} | {setting} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    import tensorflow_transform.beam  # noqa: F401  (loaded before any clock starts)
+
+    from configs import shipped_config
+    from pipeline import gate
+    from pipeline import transform_job
+    from transforms import synthetic
+    from transforms.config import load_config
+
+    transform_job.quiet_beam_logs()
+    config = load_config(args.config or shipped_config("appstore.toml"))
+    budget = dataclasses.replace(config.train, **(SMOKE_TRAIN if args.smoke else {}))
+    grids = SMOKE_GRIDS if args.smoke else GRIDS
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench-paper-table-")
+    started = time.perf_counter()
+    try:
+        raw_dir = os.path.join(work_dir, "raw")
+        if os.path.exists(raw_dir):
+            shutil.rmtree(raw_dir)
+        synthetic.write_log(raw_dir, days=1, rows_per_day=args.rows, seed=args.seed)
+        transform_dir = os.path.join(work_dir, "transform")
+        stats = transform_job.run_transform(config, os.path.join(raw_dir, "day=*", "*.csv"),
+                                            transform_dir,
+                                            log=lambda line: print(f"bench: {line}", flush=True))
+        selection_dir = os.path.join(work_dir, "selection")
+        if os.path.exists(selection_dir):
+            shutil.rmtree(selection_dir)
+        os.makedirs(selection_dir)
+        selection_counts = split_selection(transform_dir, selection_dir)
+        print(f"bench: selection: {selection_counts['train']:,} train rows to fit, "
+              f"{selection_counts['eval']:,} held out to choose settings; budget: "
+              f"{budget.epochs} epoch(s), batch {budget.batch_size}, hidden "
+              f"{list(budget.hidden_units)}, embedding {budget.embedding_dim}, wide L1 "
+              f"{budget.wide_l1:g} L2 {budget.wide_l2:g}", flush=True)
+
+        grid_results, chosen = {}, {}
+        for model_type in MODELS:
+            grid_results[model_type] = []
+            for setting in grids[model_type]:
+                params = dataclasses.replace(budget, model_type=model_type, **setting)
+                model_dir = os.path.join(work_dir, "selection_model")
+                summary, seconds = train_model(config, selection_dir, model_dir, params)
+                shutil.rmtree(model_dir)
+                m = summary["final_eval"]
+                result = {"params": setting, "auc": round(m["auc"], 5),
+                          "log_loss": round(m["log_loss"], 5),
+                          "calibration": round(m["mean_prediction"] / m["positive_rate"], 4),
+                          "train_seconds": round(seconds, 1)}
+                grid_results[model_type].append(result)
+                print(f"bench: select {model_type}: {_setting(setting)}: selection log loss "
+                      f"{result['log_loss']:.4f}, AUC {result['auc']:.4f} ({seconds:.0f} s)",
+                      flush=True)
+            chosen[model_type] = min(grid_results[model_type], key=lambda r: r["log_loss"])
+
+        labels = None
+        models = {}
+        for model_type in MODELS:
+            params = dataclasses.replace(budget, model_type=model_type,
+                                         **chosen[model_type]["params"])
+            model_dir = os.path.join(work_dir, f"model_{model_type}")
+            if os.path.exists(model_dir):
+                shutil.rmtree(model_dir)
+            _, seconds = train_model(config, transform_dir, model_dir, params)
+            model_labels, probabilities = score_eval(config, transform_dir, model_dir)
+            if labels is not None and not np.array_equal(labels, model_labels):
+                raise SystemExit("bench: the eval split came back in another order")
+            labels = model_labels
+            if not args.work_dir:
+                shutil.rmtree(model_dir)
+            models[model_type] = {"params": chosen[model_type]["params"],
+                                  **_headline(gate.metrics(labels, probabilities)),
+                                  "train_seconds": round(seconds, 1),
+                                  "roc": _roc(labels, probabilities)}
+            print(f"bench: final {model_type}: eval AUC {models[model_type]['auc']:.4f}, "
+                  f"log loss {models[model_type]['log_loss']:.4f}, trained in {seconds:.0f} s",
+                  flush=True)
+    finally:
+        if not args.work_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+    true_labels, true_probabilities = true_eval_probabilities(config, args.rows, args.seed)
+    # The generator's eval rows must be the transform's: same count, same positives.
+    if (len(true_labels), int(true_labels.sum())) != (len(labels), int(labels.sum())):
+        raise SystemExit(f"bench: the generator's eval rows ({len(true_labels)}, "
+                         f"{int(true_labels.sum())} positive) are not the transform's "
+                         f"({len(labels)}, {int(labels.sum())} positive)")
+    truth = {**_headline(gate.metrics(true_labels, true_probabilities)),
+             "roc": _roc(true_labels, true_probabilities)}
+    for model_type, m in models.items():
+        m["gain_over_wide"] = round(m["auc"] - models["wide"]["auc"], 5)
+    truth["gain_over_wide"] = round(truth["auc"] - models["wide"]["auc"], 5)
+    ordering = (models["wide_deep"]["auc"] > models["wide"]["auc"]
+                and models["wide_deep"]["auc"] > models["deep"]["auc"])
+
+    print()
+    print(f"Offline AUC on {len(labels):,} eval rows (users not trained on), "
+          f"{stats['rows_out']['train']:,} train rows, {budget.epochs} epoch(s) each:")
+    print()
+    print(markdown_table(models, truth))
+    print()
+    print(f"- Wide & Deep beats both ablations: {'yes' if ordering else 'NO'}")
+    print()
+
+    result = {
+        "bench": "paper_table", "smoke": args.smoke, "rows": args.rows, "seed": args.seed,
+        "config": config.source, "config_digest": config.digest,
+        "train_examples": stats["rows_out"]["train"], "eval_examples": int(len(labels)),
+        "budget": {"epochs": budget.epochs, "batch_size": budget.batch_size,
+                   "hidden_units": list(budget.hidden_units),
+                   "embedding_dim": budget.embedding_dim, "wide_l1": budget.wide_l1,
+                   "wide_l2": budget.wide_l2},
+        "selection": {"criterion": "lowest log loss on the held-out selection rows",
+                      "fraction_of_train_rows": SELECTION_FRACTION,
+                      "fit_examples": selection_counts["train"],
+                      "selection_examples": selection_counts["eval"],
+                      "grid": grid_results,
+                      "chosen": {k: v["params"] for k, v in chosen.items()}},
+        "models": models,
+        "true_probability": truth,
+        "wide_deep_beats_both": ordering,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    merge_results(args.out, RESULTS_KEY, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
