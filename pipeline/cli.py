@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         _parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
 
     from transforms.config import ConfigError, load_config
+    from pipeline.datasets import DatasetError
     from pipeline.io import InputError
     from pipeline.transform_job import TransformError
 
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                                        input_template=args.input_template, date=args.date,
                                        eval_input_pattern=args.eval_input,
                                        pipeline_args=beam_args)
-    except (ConfigError, InputError, TransformError) as e:
+    except (ConfigError, InputError, TransformError, DatasetError) as e:
         LOG.error("error: %s", e)
         return 2
     return 1

@@ -41,9 +41,17 @@ def _source_file(src_dir: Path, name: str, what: str) -> Path:
     return path
 
 
+def _read_table(path: Path, sep: str = "|", **options) -> pd.DataFrame:
+    """A header-less release file; a malformed one fails naming the file and the cause."""
+    try:
+        return pd.read_csv(path, sep=sep, header=None, **options)
+    except ValueError as e:  # pandas' ParserError (a bad line) or a non-integer id
+        raise DatasetError(f"{MOVIELENS_100K}: {path}: not the release's layout: {e}") from None
+
+
 def _read_genres(path: Path) -> list[str]:
     """Genre names in flag order: u.genre is ``name|id`` (ids 0..18) plus a blank line."""
-    table = pd.read_csv(path, sep="|", header=None, names=["genre", "id"], encoding="latin-1")
+    table = _read_table(path, names=["genre", "id"], encoding="latin-1")
     table = table.dropna()
     ids = table["id"].astype(int).to_numpy()
     if sorted(ids) != list(range(len(ids))):
@@ -57,11 +65,12 @@ def _read_movies(path: Path, genres: list[str]) -> pd.DataFrame:
     names = ["movie_id", "movie_title", "release_date", "video_release_date", "imdb_url",
              *flag_columns]
     # u.item is Latin-1 (e.g. "Misérables, Les (1995)"); the CSV written is UTF-8.
-    items = pd.read_csv(path, sep="|", header=None, names=names, encoding="latin-1",
-                        dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
-    if items.shape[1] != len(names) or (items[flag_columns[-1]] == "").any():
+    items = _read_table(path, names=names, encoding="latin-1", dtype=str,
+                        keep_default_na=False, quoting=csv.QUOTE_NONE)
+    if not items[flag_columns].isin(["0", "1"]).all(axis=None):
         raise DatasetError(f"{MOVIELENS_100K}: {path}: expected {len(names)} '|'-separated "
-                           f"columns (5 fields and {len(genres)} genre flags) on every line")
+                           f"columns (5 fields and {len(genres)} 0/1 genre flags) on every "
+                           f"line")
     flags = items[flag_columns].to_numpy() == "1"
     genre_names = np.array(genres, dtype=object)
     movies = pd.DataFrame({
@@ -83,8 +92,8 @@ def _age_groups(ages: pd.Series) -> np.ndarray:
 def _read_users(path: Path) -> pd.DataFrame:
     # The README says tab-separated; the file is '|'-separated. Zip codes are not all
     # numeric (Canadian postcodes), so everything but the ids is read as text.
-    users = pd.read_csv(path, sep="|", header=None,
-                        names=["user_id", "user_age", "user_gender", "user_occupation", "zip"],
+    users = _read_table(path, names=["user_id", "user_age", "user_gender", "user_occupation",
+                                     "zip"],
                         dtype={"user_id": np.int64, "user_age": np.int64, "user_gender": str,
                                "user_occupation": str, "zip": str},
                         keep_default_na=False)
@@ -99,7 +108,7 @@ def _join(ratings: pd.DataFrame, table: pd.DataFrame, key: str, path: Path) -> p
     joined = ratings.merge(table, on=key, how="left", validate="many_to_one", indicator=True)
     unmatched = joined["_merge"] != "both"
     if unmatched.any():
-        ids = sorted(joined.loc[unmatched, key].unique())[:5]
+        ids = sorted(joined.loc[unmatched, key].unique().tolist())[:5]
         raise DatasetError(f"{MOVIELENS_100K}: {int(unmatched.sum())} rating(s) name a "
                            f"{key} missing from {path}, e.g. {ids}")
     return joined.drop(columns="_merge")
@@ -126,8 +135,8 @@ def prepare_movielens_100k(src_dir: str, out_dir: str) -> str:
     item_path = _source_file(src, "u.item", "the movies")
     genre_path = _source_file(src, "u.genre", "the genre names")
 
-    ratings = pd.read_csv(data_path, sep="\t", header=None,
-                          names=["user_id", "movie_id", "rating", "timestamp"], dtype=np.int64)
+    ratings = _read_table(data_path, sep="\t", names=["user_id", "movie_id", "rating",
+                                                      "timestamp"], dtype=np.int64)
     ratings = _join(ratings, _read_users(user_path), "user_id", user_path)
     ratings = _join(ratings, _read_movies(item_path, _read_genres(genre_path)), "movie_id",
                     item_path)
@@ -143,8 +152,8 @@ def prepare_movielens_100k(src_dir: str, out_dir: str) -> str:
     out.mkdir(parents=True, exist_ok=True)
     path = out / MOVIELENS_FILE
     partial = out / f".{MOVIELENS_FILE}.partial"
-    # Titles contain commas and quotes; to_csv quotes them the way both of the reader's CSV
-    # parsers (Arrow's and Python's csv) read back.
+    # Titles contain commas; to_csv quotes them the way both of the reader's CSV parsers
+    # (Arrow's and Python's csv) read back.
     ratings[columns].to_csv(partial, index=False, encoding="utf-8", lineterminator="\n")
     os.replace(partial, path)   # a reader never sees half a file
     return str(path)

@@ -121,6 +121,35 @@ def test_prepare_names_the_unknown_dataset_and_the_missing_file(tmp_path):
                          str(tmp_path / "out"))
 
 
+def _tiny_release(folder: Path, ratings: str) -> None:
+    """A hand-written two-genre miniature of the ml-100k layout."""
+    folder.mkdir()
+    (folder / "u.genre").write_text("unknown|0\nAction|1\n\n")
+    (folder / "u.item").write_bytes("1|Mis\u00e9rables (1995)|01-Jan-1995||url|0|1\n"
+                                    .encode("latin-1"))
+    (folder / "u.user").write_text("1|30|F|artist|12345\n")
+    (folder / "u.data").write_text(ratings)
+
+
+def test_prepare_rejects_ratings_of_unknown_users_and_malformed_files(tmp_path):
+    _tiny_release(tmp_path / "ok", "1\t1\t5\t881250949\n")
+    with open(datasets.prepare(datasets.MOVIELENS_100K, str(tmp_path / "ok"),
+                               str(tmp_path / "out")), encoding="utf-8") as f:
+        [row] = list(csv.DictReader(f))
+    assert (row["movie_title"], row["movie_genres"], row["liked"]) == (
+        "Misérables (1995)", "Action", "1")
+
+    _tiny_release(tmp_path / "orphan", "1\t1\t5\t881250949\n2\t1\t3\t881250949\n")
+    with pytest.raises(datasets.DatasetError, match=r"1 rating\(s\) name a user_id missing "
+                                                    r"from .*u\.user, e\.g\. \[2\]"):
+        datasets.prepare(datasets.MOVIELENS_100K, str(tmp_path / "orphan"),
+                         str(tmp_path / "out"))
+
+    _tiny_release(tmp_path / "bad", "1\t1\tfive\t881250949\n")
+    with pytest.raises(datasets.DatasetError, match=r"u\.data: not the release's layout"):
+        datasets.prepare(datasets.MOVIELENS_100K, str(tmp_path / "bad"), str(tmp_path / "out"))
+
+
 def test_movielens_file_has_the_config_columns_and_every_rating(movielens_csv, movielens_rows):
     config = cfg.load_config(shipped_config("movielens.toml"))
     with open(movielens_csv, encoding="utf-8") as f:
