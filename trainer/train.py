@@ -2,7 +2,8 @@
 
 ``train`` owns one model_dir (layout in :class:`trainer.model.ModelDir`)::
 
-    checkpoints/   model + both optimizers + step counters, every N steps and at the end
+    checkpoints/   model + both optimizers + weight average + step counters, every N steps
+                   and at the end (the last one holds the averaged weights the run ends on)
     tensorboard/   train/ and eval/ scalars
     hparams.json   the TrainParams this run used
     vocab/         copies of the vocabularies trained on (warm start remaps against them
