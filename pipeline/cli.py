@@ -142,13 +142,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "train":
             from transforms.config import with_overrides
+            from trainer import distribute
             from trainer import train as trainer
+            try:
+                worker = distribute.worker_from_env()
+            except ValueError as e:
+                LOG.error("error: %s", e)
+                return 2
             params = with_overrides(config.train, {
                 "model_type": args.model, "epochs": args.epochs, "max_steps": args.max_steps,
                 "batch_size": args.batch_size})
             warm = None if args.warm_start == "none" else args.warm_start
             trainer.train(config, args.transform_dir, args.model_dir, params=params,
-                          warm_start_from=warm, log=LOG.info)
+                          warm_start_from=warm, log=LOG.info, worker=worker)
             return 0
         if args.command == "run":
             from pipeline import orchestrate

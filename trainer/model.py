@@ -251,10 +251,15 @@ class WideDeepModel(keras.Model):
         features, labels = data
         labels = tf.reshape(tf.cast(labels, tf.float32), [-1, 1])
         variables = {name: part.trainable_variables for name, part in self.parts.items()}
+        # The mean over the *global* batch: with several workers (trainer.distribute) each
+        # holds a slice of it, and the optimizers sum the workers' gradients.
+        rows = tf.cast(tf.shape(labels)[0], tf.float32)
+        replica = tf.distribute.get_replica_context()
+        global_rows = replica.all_reduce(tf.distribute.ReduceOp.SUM, rows) if replica else rows
         with tf.GradientTape() as tape:
             logits = self.logits(features, training=True)
-            loss = tf.reduce_mean(
-                tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+            loss = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(
+                labels=labels, logits=logits)) / tf.maximum(global_rows, 1.0)
         gradients = tape.gradient(loss, variables)
         for name, part_variables in variables.items():
             if part_variables:  # a frozen part has none, and its optimizer does nothing

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from typing import Callable
 
@@ -34,6 +35,7 @@ import tf_keras as keras
 from tensorflow.core.framework import summary_pb2
 
 from trainer import data
+from trainer import distribute
 from trainer import model as model_lib
 from trainer import warm_start as warm_start_lib
 from transforms import config as cfg
@@ -158,13 +160,12 @@ class _Progress:
 
 def _evaluate(model: model_lib.WideDeepModel, eval_fn, dataset) -> dict[str, float]:
     model.reset_metrics()
-    examples = 0
-    logs = {}
     for batch in dataset:
-        logs = eval_fn(batch)
-        examples += int(batch[1].shape[0])
-    metrics = {name: float(value) for name, value in logs.items()}
-    metrics["examples"] = examples
+        eval_fn(batch)
+    # Read here, not from the last step's logs: with several workers the metrics' variables
+    # are summed across them when read outside a step.
+    metrics = {m.name: float(m.result()) for m in model.metrics}
+    metrics["examples"] = int(model.positive_rate.count.read_value())
     model.reset_metrics()
     return metrics
 
@@ -205,8 +206,10 @@ def _read_inputs(config: cfg.FeatureConfig, transform_dir: str) -> _Inputs:
 
 
 def _initialise(model, checkpoint, counters, layout: model_lib.ModelDir,
-                warm_start_from: str | None, log) -> tuple[dict | None, int | None]:
-    """Resume, warm start or cold start; returns (warm-start report, step resumed from)."""
+                out: model_lib.ModelDir, warm_start_from: str | None, log
+                ) -> tuple[dict | None, int | None]:
+    """Resume (from ``layout``), warm start or cold start; returns (warm-start report, step
+    resumed from). The warm-start report goes to ``out``."""
     resume_from = layout.latest_checkpoint()
     if resume_from:
         checkpoint.restore(resume_from).assert_consumed()
@@ -219,25 +222,40 @@ def _initialise(model, checkpoint, counters, layout: model_lib.ModelDir,
                 f"holds this run's initialisation")
         return _read_json(layout.warm_start_report), step
     if warm_start_from:
-        report = warm_start_lib.warm_start(model, warm_start_from, layout.vocab, log=log)
-        _write_json(layout.warm_start_report, report)
+        report = warm_start_lib.warm_start(model, warm_start_from, out.vocab, log=log)
+        _write_json(out.warm_start_report, report)
         return report, None
-    if os.path.exists(layout.warm_start_report):
-        os.remove(layout.warm_start_report)
+    if os.path.exists(out.warm_start_report):
+        os.remove(out.warm_start_report)
     log("train: cold start (no warm_start_from)")
     return None, None
 
 
+def _local(strategy: tf.distribute.Strategy, per_replica):
+    """This worker's value of a step's result (one replica per worker here)."""
+    return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0],
+                                 per_replica)
+
+
 def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
           params: cfg.TrainParams | None = None, warm_start_from: str | None = None,
-          log: Callable[[str], None] = print, log_every_steps: int = 100) -> dict:
+          log: Callable[[str], None] = print, log_every_steps: int = 100,
+          worker: distribute.Worker | None = None) -> dict:
     """Trains (or resumes training) into ``model_dir``; returns the run's summary.
 
     ``params`` defaults to the config's [train]; ``warm_start_from`` is a previous run's
     model_dir to initialise from (ignored when resuming: the interrupted run already did).
     ``log`` gets one line per event; progress comes every ``log_every_steps`` steps. A
     finished model_dir (DONE) with the same params is left alone and its summary returned.
+
+    ``worker`` (:func:`trainer.distribute.worker_from_env`) makes this process one worker of
+    a synchronous multi-worker run; every worker calls ``train`` with the same arguments and
+    ``model_dir`` must be one directory they all see. Only the chief writes it.
     """
+    worker = worker or distribute.SINGLE
+    strategy = distribute.strategy_for(worker)  # before any TF op runs
+    if not worker.is_chief:
+        log = (lambda log_line: lambda line: log_line(f"{worker.task}: {line}"))(log)
     params = params or config.train
     if params.model_type not in cfg.MODEL_TYPES:
         raise ValueError(f"model_type must be one of {', '.join(cfg.MODEL_TYPES)}, got "
@@ -249,27 +267,35 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
         return finished
     inputs = _read_inputs(config, transform_dir)
 
-    if os.path.exists(layout.done):
-        os.remove(layout.done)
-    os.makedirs(model_dir, exist_ok=True)
-    for stale in glob.glob(f"{layout.keras_model}.tmp-*"):
-        shutil.rmtree(stale)
-    if layout.latest_checkpoint():
-        _check_resumable(layout, params, inputs.model_inputs, inputs.tft_output)
-    _copy_vocabularies(inputs.model_inputs, inputs.tft_output, layout)
-    _write_json(layout.hparams, model_lib.params_to_json(params))
+    if worker.is_chief:
+        out = layout
+        if os.path.exists(layout.done):
+            os.remove(layout.done)
+        os.makedirs(model_dir, exist_ok=True)
+        for stale in glob.glob(f"{layout.keras_model}.tmp-*"):
+            shutil.rmtree(stale)
+        if layout.latest_checkpoint():
+            _check_resumable(layout, params, inputs.model_inputs, inputs.tft_output)
+    else:
+        # Every worker writes its checkpoints (each save reads the metrics, summed across
+        # workers); the others' copies go here and are deleted at the end.
+        out = model_lib.ModelDir(tempfile.mkdtemp(prefix=f"widedeep-worker{worker.index}-"))
+    _copy_vocabularies(inputs.model_inputs, inputs.tft_output, out)
+    _write_json(out.hparams, model_lib.params_to_json(params))
 
-    keras.utils.set_random_seed(params.seed)
-    model = model_lib.build_model(inputs.model_inputs, params)
+    # Plain variables: only this process's loop reads them, and every worker counts alike.
     counters = {name: tf.Variable(0, dtype=tf.int64, trainable=False, name=name)
                 for name in ("step", "epoch", "batch_in_epoch")}
+    with strategy.scope():
+        keras.utils.set_random_seed(params.seed)
+        model = model_lib.build_model(inputs.model_inputs, params)
+        # Evaluated and exported: the average of the last steps' weights, not the last step's.
+        average = model_lib.WeightAverage(model)
+        checkpoint = model_lib.training_checkpoint(model, average=average, **counters)
     step, epoch, batch_in_epoch = counters["step"], counters["epoch"], counters["batch_in_epoch"]
-    # Evaluated and exported: the average of the last steps' weights, not the last step's.
-    average = model_lib.WeightAverage(model)
-    checkpoint = model_lib.training_checkpoint(model, average=average, **counters)
-    manager = tf.train.CheckpointManager(checkpoint, layout.checkpoints, max_to_keep=3,
+    manager = tf.train.CheckpointManager(checkpoint, out.checkpoints, max_to_keep=3,
                                          step_counter=step)
-    warm_report, resumed_from_step = _initialise(model, checkpoint, counters, layout,
+    warm_report, resumed_from_step = _initialise(model, checkpoint, counters, layout, out,
                                                  warm_start_from, log)
     if resumed_from_step is None:
         average.reset()
@@ -283,25 +309,35 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
         f"{inputs.train_examples:,} train examples in {len(inputs.train_files)} file(s), "
         f"batch {params.batch_size}, {steps_per_epoch} steps/epoch, {total_steps} steps in "
         f"all → {model_dir}")
+    if worker.distributed:
+        log(f"train: {worker.task} of a {worker.count}-worker cluster"
+            f"{' (chief)' if worker.is_chief else ''}, MultiWorkerMirroredStrategy: each "
+            f"step, {params.batch_size} examples split between the workers, gradients summed "
+            f"across them")
 
     def train_dataset(epoch_index: int, skip: int) -> tf.data.Dataset:
         return data.make_dataset(inputs.train_files, inputs.feature_spec, inputs.label,
                                  params.batch_size, shuffle=True,
-                                 seed=params.seed + epoch_index, skip_batches=skip)
+                                 seed=params.seed + epoch_index, skip_batches=skip,
+                                 num_workers=worker.count, worker_index=worker.index)
 
     eval_dataset = data.make_dataset(inputs.eval_files, inputs.feature_spec, inputs.label,
-                                     params.batch_size, shuffle=False)
+                                     params.batch_size, shuffle=False,
+                                     num_workers=worker.count, worker_index=worker.index)
     signature = [eval_dataset.element_spec]
 
     def train_and_average(batch):
-        logs = model.train_step(batch)
-        average.update()
-        return logs
+        logs = strategy.run(model.train_step, args=(batch,))
+        average.update()  # on the updated weights, which every worker holds alike
+        return _local(strategy, logs)
+
+    def evaluate_batch(batch):
+        return _local(strategy, strategy.run(model.test_step, args=(batch,)))
 
     train_fn = tf.function(train_and_average, input_signature=signature)
-    eval_fn = tf.function(model.test_step, input_signature=signature)
-    train_writer = tf.summary.create_file_writer(os.path.join(layout.tensorboard, "train"))
-    eval_writer = tf.summary.create_file_writer(os.path.join(layout.tensorboard, "eval"))
+    eval_fn = tf.function(evaluate_batch, input_signature=signature)
+    train_writer = tf.summary.create_file_writer(os.path.join(out.tensorboard, "train"))
+    eval_writer = tf.summary.create_file_writer(os.path.join(out.tensorboard, "eval"))
     progress = _Progress(log, log_every_steps, total_steps, params.epochs, train_writer)
 
     def save_checkpoint() -> None:
@@ -325,7 +361,7 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
             logs = train_fn(batch)
             step.assign_add(1)
             batch_in_epoch.assign_add(1)
-            examples = int(batch[1].shape[0])
+            examples = int(batch[1].shape[0]) * worker.count  # the global batch, about
             steps_this_run += 1
             examples_this_run += examples
             progress.update(int(step), epoch_index, examples, logs)
@@ -349,7 +385,7 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
                 eval_metrics = _evaluate(model, eval_fn, eval_dataset)
         history.append({"epoch": epoch_index + 1, "complete": epoch_complete,
                         "step": int(step), "train": train_metrics, "eval": eval_metrics})
-        _write_json(layout.history, history)
+        _write_json(out.history, history)
         _write_scalars(eval_writer, int(step), eval_metrics)
         log(f"train: epoch {epoch_index + 1}/{params.epochs} "
             f"{'done' if epoch_complete else 'stopped by max_steps'} at step {int(step)}: "
@@ -372,7 +408,7 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
         final_eval = history[-1]["eval"]
     else:  # still report metrics
         final_eval = _evaluate(model, eval_fn, eval_dataset)
-    _save_final_model(model, layout)
+    _save_final_model(model, out)
     summary = {
         "model_dir": model_dir,
         "model_type": params.model_type,
@@ -391,6 +427,10 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
                   "hparams": layout.hparams, "history": layout.history,
                   "tensorboard": layout.tensorboard, "vocab": layout.vocab},
     }
+    if not worker.is_chief:
+        shutil.rmtree(out.root, ignore_errors=True)
+        log(f"train: done at step {int(step)}; the chief writes the model to {model_dir}")
+        return summary
     _write_json(layout.summary, summary)
     with open(layout.done, "w") as f:
         f.write(f"{int(step)}\n")

@@ -58,7 +58,11 @@ def _categorical(values, vocab_min_count: int, oov_buckets: int, hash_buckets: i
                                    tf.strings.to_hash_bucket_fast(values.values, hash_buckets),
                                    values.dense_shape)
         return tf.strings.to_hash_bucket_fast(values, hash_buckets)
-    return tft.compute_and_apply_vocabulary(values, frequency_threshold=vocab_min_count,
+    # TFT warns (once per feature and trace) that a threshold of 1 is a no-op: pass None.
+    return tft.compute_and_apply_vocabulary(values,
+                                            frequency_threshold=(vocab_min_count
+                                                                 if vocab_min_count > 1
+                                                                 else None),
                                             num_oov_buckets=oov_buckets,
                                             vocab_filename=vocab_name)
 
