@@ -33,8 +33,7 @@ def split_files(transform_dir: str, split: str) -> list[str]:
 
 def count_examples(files: list[str]) -> int:
     """Records in the shards: one decompressing pass, no parsing."""
-    records = tf.data.TFRecordDataset(files, compression_type="GZIP",
-                                      num_parallel_reads=tf.data.AUTOTUNE)
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
     return int(records.batch(4096).reduce(
         tf.constant(0, tf.int64), lambda n, batch: n + tf.size(batch, out_type=tf.int64)))
 
@@ -59,10 +58,12 @@ def make_dataset(files: list[str], feature_spec: Mapping, label_key: str, batch_
     file_names = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
         file_names = file_names.shuffle(len(files), seed=seed, reshuffle_each_iteration=False)
+    # A sequential interleave: the parallel one hands every *record* between threads, which
+    # cost 11 ms per batch of 512 here (the whole read, gunzip and parse take 2 ms), and
+    # took a core from training. The order is the same either way.
     records = file_names.interleave(
         lambda name: tf.data.TFRecordDataset(name, compression_type="GZIP"),
-        cycle_length=min(len(files), 8), num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True)
+        cycle_length=min(len(files), 8))
     if shuffle:
         records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
     batches = records.batch(batch_size)
