@@ -28,7 +28,9 @@ run: install
 test: install
 	$(BIN)/python -m pytest -q tests
 
+# torch is the training benchmark's reference (bench-only; `make test` never installs it).
 bench: install
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run_all.py
 
 paper-table: install
