@@ -214,10 +214,11 @@ def _csv_chunks(path: str, config: cfg.FeatureConfig, optional: Sequence[str] = 
         file_columns = None if spec.header else list(config.column_names)
         columns_from_first_row = not spec.header and bool(optional)
         chunk: list[tuple[int, bytes]] = []
+        comment = spec.comment_prefix.encode()
         try:
             for raw in iter(handle.readline, b""):
                 line_number += 1
-                if line_number <= spec.skip_lines:
+                if line_number <= spec.skip_lines or (comment and raw.startswith(comment)):
                     continue
                 if file_columns is None:
                     file_columns = _header_columns(path, raw, config, optional)

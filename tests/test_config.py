@@ -87,11 +87,18 @@ def test_config_mistakes_name_the_file_and_key(tmp_path, change, key, words):
     assert words in message
 
 
-def test_cross_over_a_numeric_column_is_refused(tmp_path):
+def test_cross_over_a_key_column_is_refused(tmp_path):
     path = write(tmp_path, MINIMAL.replace('columns = ["apps", "country"]',
-                                           'columns = ["apps", "price"]'))
-    with pytest.raises(ConfigError, match=r"crosses\[0\].columns.*numeric"):
+                                           'columns = ["apps", "user"]'))
+    with pytest.raises(ConfigError, match=r"crosses\[0\].columns.*'user' is key"):
         load_config(path)
+
+
+def test_cross_may_take_a_numeric_column_by_its_bucket(tmp_path):
+    text = MINIMAL.replace('columns = ["apps", "country"]', 'columns = ["apps", "price"]')
+    config = load_config(write(tmp_path, text.replace('wide = ["apps_x_country"]',
+                                                      'wide = ["apps_x_price"]')))
+    assert config.crosses[0].name == "apps_x_price"
 
 
 def test_headerless_csv_needs_columns_in_file_order(tmp_path):

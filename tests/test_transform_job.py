@@ -35,6 +35,8 @@ BAD_ROWS = {
 def tiny_config(tmp_path, **split):
     data = tomllib.loads(MINIMAL)
     data["crosses"][0] = {"columns": ["apps", "country"], "vocab_min_count": 1}
+    data["crosses"].append({"columns": ["price", "country"], "vocab_min_count": 1})
+    data["model"]["wide"].append("price_x_country")
     data["split"] = split or {"method": "eval_input"}
     data["validation"] = {"max_dead_letter_fraction": 0.5}
     return parse_config(data, str(tmp_path / "tiny.toml"))
@@ -118,6 +120,22 @@ def test_cross_contains_exactly_the_cross_product_tokens(job):
     vocab = read_vocab(out, "vocab_apps_x_country")
     assert len(vocab) == len(set(vocab))
     assert set(vocab) == expected
+
+
+def test_numeric_crosses_by_its_quantile_bucket(job):
+    import tensorflow_transform as tft
+
+    _, _, out, _ = job
+    rows = [(COUNTRIES[i % 10], float(i + 1)) for i in range(GOOD_TRAIN_ROWS)] + [("US", 20.5)]
+    layer = tft.TFTransformOutput(out).transform_features_layer()
+    unit = layer({"country": tf.constant([c for c, _ in rows]),
+                  "price": tf.constant([p for _, p in rows], tf.float32),
+                  "apps": tf.sparse.from_dense(tf.constant([["a"]] * len(rows)))})["price"]
+    # The [0, 1] feature is bucket / 3 (quantile_buckets = 4); the cross takes the bucket.
+    buckets = np.rint(unit.numpy() * 3).astype(int)
+    expected = {f"q{b}{CROSS_SEPARATOR}{country}" for b, (country, _) in zip(buckets, rows)}
+    assert set(read_vocab(out, "vocab_price_x_country")) == expected
+    assert len(expected) > 4  # several buckets per country, not one token per country
 
 
 def test_numeric_lands_exactly_on_bucket_fractions(job):

@@ -39,6 +39,9 @@ class InputSpec:
     columns: tuple[str, ...] = ()
     # Lines to skip at the top of each file besides the header (e.g. adult.test's banner).
     skip_lines: int = 0
+    # Lines that start with this are not rows, wherever they are (adult.test's "|1x3 Cross
+    # validator" banner); "" reads every line.
+    comment_prefix: str = ""
     # Strings that mean "missing" in a categorical field (e.g. UCI Adult's "?").
     missing_values: tuple[str, ...] = ()
     # Characters stripped around every field (Adult's ", " separator leaves a space).
@@ -266,10 +269,14 @@ def _load_input(root: _Table) -> InputSpec:
     spec = InputSpec(format=fmt, delimiter=delimiter, header=header, columns=columns,
                      skip_lines=t.get("skip_lines", int, 0, check=lambda v: v >= 0,
                                       why="must be >= 0"),
+                     comment_prefix=t.get("comment_prefix", str, ""),
                      missing_values=t.strings("missing_values", ()),
                      strip=t.get("strip", bool, True),
                      max_field_chars=t.get("max_field_chars", int, 65536, check=_positive,
                                            why="must be >= 1"))
+    if spec.comment_prefix and spec.comment_prefix[0] == delimiter:
+        raise t.error("comment_prefix", f"{spec.comment_prefix!r} starts with the delimiter, "
+                                        "so rows whose first field is empty would be dropped")
     t.finish()
     return spec
 
@@ -374,9 +381,10 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> FeatureCo
         for c in cross_columns:
             if c not in by_name:
                 raise t.error("columns", f"unknown column '{c}'; columns are {', '.join(by_name)}")
-            if not by_name[c].is_categorical:
+            if not (by_name[c].is_categorical or by_name[c].kind == NUMERIC):
                 raise t.error("columns", f"column '{c}' is {by_name[c].kind}; crosses take "
-                                         "categorical or multivalent columns")
+                                         "categorical, multivalent or numeric columns (a "
+                                         "numeric one by its quantile bucket)")
         name = t.get("name", str, "_x_".join(cross_columns))
         crosses.append(CrossSpec(name=name, columns=cross_columns, **_load_vocab_or_hash(t)))
         t.finish()

@@ -67,8 +67,9 @@ def _categorical(values, vocab_min_count: int, oov_buckets: int, hash_buckets: i
                                             vocab_filename=vocab_name)
 
 
-def _numeric_to_unit_interval(values, column: cfg.ColumnSpec):
-    """Quantile bucket i of n mapped to (i - 1) / (n - 1), as the paper does (section 4.1)."""
+def _quantile_bucket(values, column: cfg.ColumnSpec):
+    """The column's quantile bucket (int64 in [0, quantile_buckets)), boundaries from the
+    train split."""
     import tensorflow_transform as tft
 
     if column.clip is not None:
@@ -77,8 +78,18 @@ def _numeric_to_unit_interval(values, column: cfg.ColumnSpec):
         values = tf.math.log1p(tf.maximum(values, 0.0))
     boundaries = tft.quantiles(values, num_buckets=column.quantile_buckets,
                                epsilon=0.25 / column.quantile_buckets)
-    bucket = tft.apply_buckets(values, boundaries)
+    return tft.apply_buckets(values, boundaries)
+
+
+def _unit_interval(bucket, column: cfg.ColumnSpec):
+    """Quantile bucket i of n mapped to (i - 1) / (n - 1), as the paper does (section 4.1)."""
     return tf.cast(bucket, tf.float32) / float(column.quantile_buckets - 1)
+
+
+def _bucket_token(bucket):
+    """A numeric column's token in a cross: its quantile bucket, e.g. "q7" (age bucket 7 in
+    age_x_education_x_occupation's "q7_X_Bachelors_X_Sales")."""
+    return tf.strings.join(["q", tf.strings.as_string(bucket)])
 
 
 def _as_cross_input(values):
@@ -91,14 +102,20 @@ def make_preprocessing_fn(config: cfg.FeatureConfig) -> Callable[[dict], dict]:
     """The TFT preprocessing_fn for a config: every model feature plus the label."""
     used = set(config.model_feature_names())
 
+    crossed = {c for cross in config.crosses if cross.name in used for c in cross.columns}
+
     def preprocessing_fn(inputs: dict) -> dict:
         outputs = {}
+        # One set of quantile boundaries per numeric column, shared by its [0, 1] feature
+        # and the crosses that take its bucket.
+        buckets = {c.name: _quantile_bucket(inputs[c.name], c) for c in config.feature_columns
+                   if c.kind == cfg.NUMERIC and (c.name in used or c.name in crossed)}
         for column in config.feature_columns:
             if column.name not in used:
                 continue
             values = inputs[column.name]
             if column.kind == cfg.NUMERIC:
-                outputs[column.name] = _numeric_to_unit_interval(values, column)
+                outputs[column.name] = _unit_interval(buckets[column.name], column)
             else:
                 outputs[column.name] = _categorical(values, column.vocab_min_count,
                                                     column.oov_buckets, column.hash_buckets,
@@ -106,7 +123,9 @@ def make_preprocessing_fn(config: cfg.FeatureConfig) -> Callable[[dict], dict]:
         for cross in config.crosses:
             if cross.name not in used:
                 continue
-            tokens = tf.sparse.cross([_as_cross_input(inputs[c]) for c in cross.columns],
+            parts = [_bucket_token(buckets[c]) if c in buckets else inputs[c]
+                     for c in cross.columns]
+            tokens = tf.sparse.cross([_as_cross_input(p) for p in parts],
                                      separator=CROSS_SEPARATOR)
             outputs[cross.name] = _categorical(tokens, cross.vocab_min_count, cross.oov_buckets,
                                                cross.hash_buckets, cross.vocab_name)
