@@ -40,6 +40,62 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _fmt(value, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        value = f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    elif isinstance(value, int):
+        value = f"{value:,}"
+    return f"{value}{unit}"
+
+
+def _ratio(ours, reference) -> str:
+    return f"{ours / reference:.2f}x" if ours and reference else "—"
+
+
+def summary_table(results: dict) -> str:
+    """The headline figures, ours next to the reference, one row each (the whole results
+    file holds everything else)."""
+    rows = []
+    t = results.get("transform")
+    if t:
+        goals = "; ".join(f"{k}: {v}" for k, v in t.get("goals", {}).items())
+        rows.append(("transform, 1M synthetic rows (rows/s)", _fmt(t.get("ours_rows_per_second")),
+                     f"pyarrow/numpy {_fmt(t.get('reference_rows_per_second'))}",
+                     _ratio(t.get("ours_rows_per_second"), t.get("reference_rows_per_second")),
+                     goals))
+    t = results.get("train")
+    if t:
+        ratio = t.get("ours_vs_torch")
+        rows.append(("training, default model, batch 512 (examples/s)",
+                     _fmt(t.get("ours_examples_per_second")),
+                     f"PyTorch {_fmt(t.get('torch_examples_per_second'))}",
+                     _ratio(t.get("ours_examples_per_second"), t.get("torch_examples_per_second")),
+                     "≥ 1.0x PyTorch: " + ("ok" if ratio and ratio >= 1 else
+                                                        "not met" if ratio else "no torch")))
+        rows.append(("training, whole train() incl. tracing/checkpoints (examples/s)",
+                     _fmt(t.get("ours_train_examples_per_second")), "", "", ""))
+    t = results.get("serve")
+    if t:
+        for run in t.get("latency", []):
+            rows.append((f"serving p50 / p99, batch 200, {run['threads']} thread(s) (ms)",
+                         f"{_fmt(run['p50_ms'])} / {_fmt(run['p99_ms'])}",
+                         "paper: 31 (1 thread), 14 (4 threads)", "", "p99 ≤ 10 ms"))
+        score = t.get("score") or {}
+        rows.append(("batch scoring, widedeep score (candidates/s)",
+                     _fmt(score.get("candidates_per_second")), "", "", "≥ 20,000/s"))
+    t = results.get("run_loop")
+    if t:
+        stages = ", ".join(f"{k} {v:g}" for k, v in t.get("stage_seconds", {}).items())
+        rows.append((f"widedeep run, {t.get('rows'):,} synthetic rows (s)",
+                     _fmt(t.get("wall_seconds")), "", "", f"{t.get('goal')}; stages: {stages}"))
+    lines = ["| figure | ours | reference | ours / reference | goal |",
+             "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true")
@@ -60,10 +116,11 @@ def main(argv=None) -> int:
     if os.path.exists(args.out):
         with open(args.out) as f:
             results = json.load(f)
-        table = markdown_table(results)
+        summary = summary_table(results)
         with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-            f.write(table + "\n")
-        print(table)
+            f.write(summary + "\n\n## Every figure\n\n" + markdown_table(results) + "\n")
+        print(summary)
+        print(f"bench: every figure in {args.out} and {os.path.splitext(args.out)[0]}.md")
     if failed:
         print(f"bench: failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
