@@ -100,3 +100,27 @@ def test_a_run_killed_in_every_stage_completes_on_rerun(tmp_path):
     assert export.serving_versions(os.path.join(work_dir, "serving")) == [1]
     assert serving_holds_only_blessed_versions(work_dir)
     assert "taking over a stale lock" in done.stderr  # the killed runs left their lock
+
+    # The same run never interrupted, in another work dir: the same result where the work is
+    # deterministic (the transform output exactly; training resumes on the same batches with
+    # the same optimizer state, so the same model up to float rounding).
+    clean_dir = str(tmp_path / "uninterrupted")
+    clean = subprocess.run(run_command(config_path, str(logs / "day=*" / "*.csv"), clean_dir),
+                           env=env, capture_output=True, text=True, timeout=STAGE_TIMEOUT)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    with open(os.path.join(clean_dir, "runs", "night", "manifest.json")) as f:
+        clean_record = json.load(f)
+    for key in ("rows_out", "vocabulary_sizes", "dead_letter_by_reason"):
+        assert (record["stages"]["transform"]["result"][key]
+                == clean_record["stages"]["transform"]["result"][key]), key
+    assets = os.path.join("transform", "transform_fn", "assets")
+    for name in os.listdir(os.path.join(clean_dir, "runs", "night", assets)):
+        with open(os.path.join(run_dir, assets, name), "rb") as a, \
+                open(os.path.join(clean_dir, "runs", "night", assets, name), "rb") as b:
+            assert a.read() == b.read(), name
+    resumed, uninterrupted = (r["stages"]["train"]["result"] for r in (record, clean_record))
+    assert resumed["steps"] == uninterrupted["steps"]
+    for metric in ("auc", "log_loss"):
+        assert resumed["final_eval"][metric] == pytest.approx(
+            uninterrupted["final_eval"][metric], rel=1e-4), metric
+    assert record["gate"]["blessed"] == clean_record["gate"]["blessed"] is True
