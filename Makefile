@@ -19,7 +19,8 @@ $(VENV)/.installed: setup.py
 	         "Install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'." >&2; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	@# PYTHONWARNINGS: setuptools' editable-install notice is ten lines of stars, not news.
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
 run: install
@@ -30,7 +31,7 @@ test: install
 
 # torch is the training benchmark's reference (bench-only; `make test` never installs it).
 bench: install
-	$(BIN)/pip install --quiet -e '.[bench]'
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run_all.py
 
 paper-table: install

@@ -83,7 +83,9 @@ def test_a_run_killed_in_every_stage_completes_on_rerun(tmp_path):
                 ready=lambda: os.path.exists(os.path.join(checkpoints, "checkpoint")))
     assert stage_state(work_dir, "transform") == "done"
 
-    # evaluate and publish: killed mid-way; nothing half-made reaches serving.
+    # export, evaluate and publish: killed mid-way; nothing half-made reaches serving.
+    kill_during(command, work_dir, "export")
+    assert serving_holds_only_blessed_versions(work_dir)
     kill_during(command, work_dir, "evaluate")
     kill_during(command, work_dir, "publish")
     assert serving_holds_only_blessed_versions(work_dir)
