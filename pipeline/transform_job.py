@@ -60,13 +60,28 @@ def _masked_crc32c(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
+_LENGTH = struct.Struct("<Q")
+_CRC = struct.Struct("<I")
+
+
 def frame_tfrecords(records: list[bytes]) -> bytes:
     """Records in TFRecord framing (length, masked CRC32C of length, data, CRC of data)."""
-    parts = []
+    import google_crc32c  # ships with apache-beam[gcp]; C implementation
+
+    crc32c, pack_crc = google_crc32c.value, _CRC.pack
+    headers: dict[int, bytes] = {}  # records of a batch share a handful of lengths
+    parts: list[bytes] = []
+    append = parts.append
     for record in records:
-        length = struct.pack("<Q", len(record))
-        parts += (length, struct.pack("<I", _masked_crc32c(length)), record,
-                  struct.pack("<I", _masked_crc32c(record)))
+        size = len(record)
+        header = headers.get(size)
+        if header is None:
+            length = _LENGTH.pack(size)
+            header = headers[size] = length + pack_crc(_masked_crc32c(length))
+        append(header)
+        append(record)
+        crc = crc32c(record)
+        append(pack_crc((((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF))
     return b"".join(parts)
 
 
