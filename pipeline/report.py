@@ -81,6 +81,25 @@ def write_report(run_dir: str, *, ablations: Mapping[str, Mapping] | None = None
     return path
 
 
+def write_comparison_report(path: str, *, title: str, intro: str, headers: Sequence[str],
+                            rows: Sequence[Sequence[str]],
+                            models: Sequence[tuple[str, Mapping]]) -> str:
+    """A self-contained page comparing models offline (e.g. the paper's Table 1 from
+    ``bench/paper_table.py``): one table and the models' ROC curves (each ``models`` entry
+    is a name and metrics with ``auc`` and ``roc``)."""
+    body = (f"<h1>{_e(title)}</h1><p>{_e(intro)}</p>"
+            + _section("Offline metrics", _table(headers, rows, "l" + "r" * (len(headers) - 1)))
+            + _section("ROC curves", _roc_plot([(name, dict(m)) for name, m in models])))
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head>"
+            f"<body>{body}</body></html>\n")
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(page)
+    os.replace(tmp, path)
+    return path
+
+
 # ---------------------------------------------------------------------------------------
 # Reading the run dir
 

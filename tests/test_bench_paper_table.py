@@ -19,6 +19,8 @@ def test_smoke_run_scores_the_three_models_and_keeps_other_results(tmp_path):
 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "| Model | Offline AUC | Log loss | Gain over wide |" in done.stdout
+    page = (tmp_path / "paper_table.html").read_text()
+    assert "Wide &amp; Deep (joint)" in page and "data:image/png;base64," in page
     results = json.loads(out.read_text())
     assert results["transform"] == {"ours_rows_per_second": 1.0}
     table = results["paper_table"]
