@@ -72,13 +72,21 @@ def write_report(run_dir: str, *, ablations: Mapping[str, Mapping] | None = None
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"report: {run_dir} is not a run dir (no such directory)")
     run = _load_run(run_dir)
-    page = _page(run, dict(ablations or {}))
-    path = os.path.join(run_dir, REPORT_FILE)
+    return _write_page(os.path.join(run_dir, REPORT_FILE), _page(run, dict(ablations or {})))
+
+
+def _write_page(path: str, page: str) -> str:
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(page)
     os.replace(tmp, path)  # a reader never sees half a page
     return path
+
+
+def _html(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head>"
+            f"<body>{body}</body></html>\n")
 
 
 def write_comparison_report(path: str, *, title: str, intro: str, headers: Sequence[str],
@@ -90,14 +98,7 @@ def write_comparison_report(path: str, *, title: str, intro: str, headers: Seque
     body = (f"<h1>{_e(title)}</h1><p>{_e(intro)}</p>"
             + _section("Offline metrics", _table(headers, rows, "l" + "r" * (len(headers) - 1)))
             + _section("ROC curves", _roc_plot([(name, dict(m)) for name, m in models])))
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f"<title>{_e(title)}</title><style>{_CSS}</style></head>"
-            f"<body>{body}</body></html>\n")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, path)
-    return path
+    return _write_page(path, _html(title, body))
 
 
 # ---------------------------------------------------------------------------------------
@@ -668,6 +669,4 @@ def _page(run: _Run, ablations: dict[str, dict]) -> str:
     title = run.manifest.get("run_id") or os.path.basename(run.run_dir.rstrip("/"))
     body = "".join([_header(run), _not_in_report(run), _stages_section(run), _data_section(run),
                     _training_section(run), _evaluation_section(run, ablations)])
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f"<title>widedeep run {_e(title)}</title><style>{_CSS}</style></head>"
-            f"<body>{body}</body></html>\n")
+    return _html(f"widedeep run {title}", body)

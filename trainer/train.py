@@ -255,7 +255,8 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
     worker = worker or distribute.SINGLE
     strategy = distribute.strategy_for(worker)  # before any TF op runs
     if not worker.is_chief:
-        log = (lambda log_line: lambda line: log_line(f"{worker.task}: {line}"))(log)
+        base_log = log
+        log = lambda line: base_log(f"{worker.task}: {line}")  # noqa: E731
     params = params or config.train
     if params.model_type not in cfg.MODEL_TYPES:
         raise ValueError(f"model_type must be one of {', '.join(cfg.MODEL_TYPES)}, got "
