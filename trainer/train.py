@@ -20,6 +20,7 @@ trained on), same optimizer state.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import glob
 import json
@@ -281,6 +282,7 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
         # Every worker writes its checkpoints (each save reads the metrics, summed across
         # workers); the others' copies go here and are deleted at the end.
         out = model_lib.ModelDir(tempfile.mkdtemp(prefix=f"widedeep-worker{worker.index}-"))
+        atexit.register(shutil.rmtree, out.root, ignore_errors=True)  # also if training fails
     _copy_vocabularies(inputs.model_inputs, inputs.tft_output, out)
     _write_json(out.hparams, model_lib.params_to_json(params))
 
