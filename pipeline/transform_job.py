@@ -66,9 +66,7 @@ _CRC = struct.Struct("<I")
 
 def frame_tfrecords(records: list[bytes]) -> bytes:
     """Records in TFRecord framing (length, masked CRC32C of length, data, CRC of data)."""
-    import google_crc32c  # ships with apache-beam[gcp]; C implementation
-
-    crc32c, pack_crc = google_crc32c.value, _CRC.pack
+    pack_crc = _CRC.pack
     headers: dict[int, bytes] = {}  # records of a batch share a handful of lengths
     parts: list[bytes] = []
     append = parts.append
@@ -80,8 +78,7 @@ def frame_tfrecords(records: list[bytes]) -> bytes:
             header = headers[size] = length + pack_crc(_masked_crc32c(length))
         append(header)
         append(record)
-        crc = crc32c(record)
-        append(pack_crc((((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF))
+        append(pack_crc(_masked_crc32c(record)))
     return b"".join(parts)
 
 
