@@ -108,16 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     from transforms.config import ConfigError, load_config
     from pipeline.datasets import DatasetError
     from pipeline.io import InputError
-    from pipeline.transform_job import TransformError
+    from pipeline.beam_job import DataJobError
 
     try:
         if args.command == "synth":
             from transforms import synthetic
-            paths = synthetic.write_log(args.out, days=args.days, rows_per_day=args.rows_per_day,
+            written = synthetic.write_log(args.out, days=args.days, rows_per_day=args.rows_per_day,
                                         seed=args.seed, start_date=args.start_date,
                                         shards=args.shards,
                                         first_day_index=args.first_day_index)
-            LOG.info("synth: wrote %d file(s) → %s", len(paths), args.out)
+            LOG.info("synth: wrote %d file(s) → %s", len(written), args.out)
             return 0
         if args.command == "score":
             from pipeline import score_job
@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         if args.command == "transform":
             from pipeline import transform_job
-            transform_job.run_transform(config, args.input, os.path.join(args.work_dir, "transform"),
+            from transforms import paths
+            transform_job.run_transform(config, args.input, paths.join(args.work_dir, "transform"),
                                         eval_input_pattern=args.eval_input,
                                         pipeline_args=beam_args, log=LOG.info)
             return 0
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                                        input_template=args.input_template, date=args.date,
                                        eval_input_pattern=args.eval_input,
                                        pipeline_args=beam_args)
-    except (ConfigError, InputError, TransformError, DatasetError) as e:
+    except (ConfigError, InputError, DataJobError, DatasetError) as e:
         LOG.error("error: %s", e)
         return 2
     return 1

@@ -19,6 +19,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from transforms import paths
+
 MOVIELENS_100K = "movielens-100k"
 MOVIELENS_FILE = "ratings.csv"
 MOVIELENS_LIKED_MIN_RATING = 4   # the label: a rating of 4 or 5 stars
@@ -129,7 +131,7 @@ def prepare_movielens_100k(src_dir: str, out_dir: str) -> str:
         movie_title, movie_year (empty when u.item has no release date)
         movie_genres  the genre flags as names, "|"-separated (u.genre's order)
     """
-    src, out = Path(src_dir), Path(out_dir)
+    src = Path(src_dir)
     data_path = _source_file(src, "u.data", "the ratings")
     user_path = _source_file(src, "u.user", "the users")
     item_path = _source_file(src, "u.item", "the movies")
@@ -149,14 +151,10 @@ def prepare_movielens_100k(src_dir: str, out_dir: str) -> str:
                "user_age", "user_age_group", "user_gender", "user_occupation",
                "user_zip_region", "movie_title", "movie_year", "movie_genres"]
 
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / MOVIELENS_FILE
-    partial = out / f".{MOVIELENS_FILE}.partial"
     # Titles contain commas; to_csv quotes them the way both of the reader's CSV parsers
-    # (Arrow's and Python's csv) read back.
-    ratings[columns].to_csv(partial, index=False, encoding="utf-8", lineterminator="\n")
-    os.replace(partial, path)   # a reader never sees half a file
-    return str(path)
+    # (Arrow's and Python's csv) read back. Written whole: a reader never sees half a file.
+    return paths.write_text(paths.join(out_dir, MOVIELENS_FILE),
+                            ratings[columns].to_csv(index=False, lineterminator="\n"))
 
 
 DATASETS: dict[str, Callable[[str, str], str]] = {

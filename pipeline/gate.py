@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from transforms import config as cfg
+from transforms import paths
 
 MIN_SLICE_ROWS = 50  # smaller slices are reported without AUC (too noisy to read)
 MAX_SLICES_PER_COLUMN = 20
@@ -146,12 +147,9 @@ class RawEval:
 
 
 def read_raw_eval(config: cfg.FeatureConfig, transform_dir: str, limit: int = 0) -> RawEval:
-    import glob
-    import os
-
     import tensorflow as tf
 
-    files = sorted(glob.glob(os.path.join(transform_dir, "eval_raw-*.tfrecord.gz")))
+    files = paths.glob(paths.join(transform_dir, "eval_raw-*.tfrecord.gz"))
     if not files:
         raise FileNotFoundError(f"{transform_dir}: no eval_raw-*.tfrecord.gz (not a transform "
                                 "output?)")

@@ -7,12 +7,8 @@ redoes the one that failed. A lock file keeps two overlapping runs (cron!) apart
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
-import errno
-import glob
-import json
 import logging
 import os
 import re
@@ -20,65 +16,19 @@ import subprocess
 import time
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
+from pipeline.lock import LockedError, work_dir_lock
 from transforms import config as cfg
+from transforms import paths
 
 LOG = logging.getLogger("widedeep")
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the work dir; cron can simply try later
 MANIFEST = "manifest.json"
 
 
-class LockedError(RuntimeError):
-    pass
-
-
 class StageError(RuntimeError):
     def __init__(self, stage: str, cause: BaseException):
         super().__init__(f"stage '{stage}' failed: {cause}")
         self.stage = stage
-
-
-@contextlib.contextmanager
-def work_dir_lock(work_dir: str):
-    """An exclusive lock on the work dir; a lock left by a dead process is taken over."""
-    path = os.path.join(work_dir, ".lock")
-    os.makedirs(work_dir, exist_ok=True)
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            holder = _lock_holder(path)
-            if holder is not None and _pid_alive(holder):
-                raise LockedError(f"work dir {work_dir} is locked by running process {holder} "
-                                  f"({path}); not starting a second run")
-            LOG.warning("taking over a stale lock %s left by dead process %s", path, holder)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-
-def _lock_holder(path: str) -> int | None:
-    try:
-        with open(path) as f:
-            return int(f.read().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError as e:
-        return e.errno == errno.EPERM
-    return True
 
 
 def _now() -> str:
@@ -98,17 +48,11 @@ class Manifest:
     """The run record, rewritten atomically after every change."""
 
     def __init__(self, run_dir: str):
-        self.path = os.path.join(run_dir, MANIFEST)
-        self.data: dict[str, Any] = {}
-        if os.path.exists(self.path):
-            with open(self.path) as f:
-                self.data = json.load(f)
+        self.path = paths.join(run_dir, MANIFEST)
+        self.data: dict[str, Any] = paths.read_json(self.path, default={})
 
     def save(self) -> None:
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.data, f, indent=2, default=str)
-        os.replace(tmp, self.path)
+        paths.write_json(self.path, self.data)
 
     def stage_done(self, name: str) -> bool:
         return self.data.get("stages", {}).get(name, {}).get("outcome") == "done"
@@ -139,7 +83,7 @@ def _usable_model_dir(model_dir: str) -> str:
     from trainer import model as model_lib
 
     layout = model_lib.ModelDir(model_dir)
-    if not os.path.exists(layout.done):
+    if not paths.exists(layout.done):
         return f"{model_dir} has no finished training run (no DONE marker)"
     try:
         model_lib.load_model(layout.keras_model)
@@ -164,10 +108,10 @@ def resolve_warm_start(work_dir: str, current_run: str, setting: str = "auto") -
         return setting
     from trainer import export
 
-    serving_root = os.path.join(work_dir, "serving")
+    serving_root = paths.join(work_dir, "serving")
     for version in reversed(export.serving_versions(serving_root)):
         try:
-            model_dir = export.read_metadata(os.path.join(serving_root, str(version)))["model_dir"]
+            model_dir = export.read_metadata(paths.join(serving_root, str(version)))["model_dir"]
         except (OSError, ValueError, KeyError) as e:
             LOG.warning("warm start: serving version %d has no readable metadata (%s); "
                         "trying an older one", version, e)
@@ -178,9 +122,9 @@ def resolve_warm_start(work_dir: str, current_run: str, setting: str = "auto") -
             return model_dir
         LOG.warning("warm start: serving version %d is unusable: %s; trying an older one",
                     version, problem)
-    runs = sorted(glob.glob(os.path.join(work_dir, "runs", "*", "model")))
+    runs = paths.glob(paths.join(work_dir, "runs", "*", "model"))
     for model_dir in reversed(runs):
-        if os.path.basename(os.path.dirname(model_dir)) == current_run:
+        if paths.basename(paths.dirname(model_dir)) == current_run:
             continue
         if not _usable_model_dir(model_dir):
             LOG.info("warm start: no blessed model; from the newest trained one (%s)", model_dir)
@@ -195,7 +139,7 @@ def run(config: cfg.FeatureConfig, *, work_dir: str, input_pattern: str | None =
     """The whole loop; returns the process exit code. Every run, failed or not, ends
     with its report (runs/<run_id>/report.html)."""
     run_id = run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = os.path.join(work_dir, "runs", run_id)
+    run_dir = paths.join(work_dir, "runs", run_id)
     try:
         with work_dir_lock(work_dir):
             try:
@@ -214,12 +158,8 @@ def run(config: cfg.FeatureConfig, *, work_dir: str, input_pattern: str | None =
 def _write_report(run_dir: str) -> None:
     from pipeline import report
 
-    ablations_file = os.path.join(run_dir, "eval", ABLATIONS_FILE)
     try:
-        ablations = None
-        if os.path.exists(ablations_file):
-            with open(ablations_file) as f:
-                ablations = json.load(f)
+        ablations = paths.read_json(paths.join(run_dir, "eval", ABLATIONS_FILE))
         LOG.info("report: %s", report.write_report(run_dir, ablations=ablations))
     except Exception as e:  # the run's outcome stands; a broken report must not hide it
         LOG.warning("report: could not be written (%s: %s)", type(e).__name__, e)
@@ -227,8 +167,8 @@ def _write_report(run_dir: str) -> None:
 
 def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, synth_rows,
                 warm_start, ablations, pipeline_args) -> int:
-    run_id = os.path.basename(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
+    run_id = paths.basename(run_dir)
+    paths.makedirs(run_dir)
     manifest = Manifest(run_dir)
     manifest.data.setdefault("run_id", run_id)
     manifest.data.setdefault("created", _now())
@@ -238,7 +178,7 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
     LOG.info("run %s: work dir %s", run_id, work_dir)
 
     if input_pattern is None:
-        raw_dir = os.path.join(work_dir, "raw")
+        raw_dir = paths.join(work_dir, "raw")
 
         def synth():
             from transforms import synthetic
@@ -247,10 +187,10 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
             return {"rows": synth_rows, "files": len(paths), "dir": raw_dir}
 
         manifest.run_stage("synth", synth)
-        input_pattern = os.path.join(raw_dir, "day=*", "*.csv")
+        input_pattern = paths.join(raw_dir, "day=*", "*.csv")
     manifest.data["inputs"] = {"input": input_pattern, "eval_input": eval_input_pattern}
 
-    transform_dir = os.path.join(run_dir, "transform")
+    transform_dir = paths.join(run_dir, "transform")
 
     def transform():
         from pipeline import transform_job
@@ -260,7 +200,7 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
 
     manifest.run_stage("transform", transform)
 
-    model_dir = os.path.join(run_dir, "model")
+    model_dir = paths.join(run_dir, "model")
 
     def train():
         from trainer import train as trainer
@@ -271,7 +211,7 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
 
     manifest.run_stage("train", train)
 
-    export_dir = os.path.join(run_dir, "export")
+    export_dir = paths.join(run_dir, "export")
 
     def export_candidate():
         from trainer import export
@@ -282,26 +222,25 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
 
     manifest.run_stage("export", export_candidate)
 
-    eval_dir = os.path.join(run_dir, "eval")
-    serving_root = os.path.join(work_dir, "serving")
+    eval_dir = paths.join(run_dir, "eval")
+    serving_root = paths.join(work_dir, "serving")
 
     def evaluate():
         from pipeline import gate
         raw_eval = gate.read_raw_eval(config, transform_dir)
         candidate, probabilities = gate.evaluate_export(export_dir, raw_eval)
-        os.makedirs(eval_dir, exist_ok=True)
-        np.save(os.path.join(eval_dir, "candidate_probabilities.npy"), probabilities)
+        paths.makedirs(eval_dir)
+        paths.write_npy(paths.join(eval_dir, PROBABILITIES_FILE), probabilities)
         baseline, baseline_version = _evaluate_baseline(serving_root, raw_eval)
         result = {"candidate": candidate, "baseline": baseline,
                   "baseline_version": baseline_version, "eval_examples": len(raw_eval.labels)}
-        with open(os.path.join(eval_dir, "metrics.json"), "w") as f:
-            json.dump(result, f, indent=2)
+        paths.write_json(paths.join(eval_dir, "metrics.json"), result)
         LOG.info("evaluate: candidate AUC %.4f, log loss %.4f, calibration %.3f on %d eval "
                  "examples%s", candidate["auc"], candidate["log_loss"], candidate["calibration"],
                  len(raw_eval.labels),
                  f"; baseline (serving version {baseline_version}) AUC {baseline['auc']:.4f}, "
                  f"log loss {baseline['log_loss']:.4f}" if baseline else "; no baseline")
-        return {"metrics_file": os.path.join(eval_dir, "metrics.json"),
+        return {"metrics_file": paths.join(eval_dir, "metrics.json"),
                 "candidate": _headline(candidate), "baseline": _headline(baseline),
                 "baseline_version": baseline_version}
 
@@ -317,7 +256,7 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
             raw_eval = gate.read_raw_eval(config, transform_dir)
             results = {}
             for model_type in ("wide", "deep"):
-                ablation_dir = os.path.join(run_dir, f"model_{model_type}")
+                ablation_dir = paths.join(run_dir, f"model_{model_type}")
                 trainer.train(config, transform_dir, ablation_dir, log=LOG.info,
                               params=dataclasses.replace(config.train, model_type=model_type))
                 ablation_export = export.export_model(config, ablation_dir, transform_dir,
@@ -325,20 +264,17 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
                 results[model_type] = gate.evaluate_export(ablation_export, raw_eval)[0]
                 LOG.info("ablations: %s-only AUC %.4f, log loss %.4f", model_type,
                          results[model_type]["auc"], results[model_type]["log_loss"])
-            with open(os.path.join(eval_dir, ABLATIONS_FILE), "w") as f:
-                json.dump(results, f, indent=2)
+            paths.write_json(paths.join(eval_dir, ABLATIONS_FILE), results)
             return {k: _headline(v) for k, v in results.items()}
 
         manifest.run_stage("ablations", train_ablations)
 
     def decide():
         from pipeline import gate
-        with open(evaluation["metrics_file"]) as f:
-            result = json.load(f)
+        result = paths.read_json(evaluation["metrics_file"])
         decision = gate.decide(result["candidate"], result["baseline"], config.gate)
         LOG.info("gate: %s: %s", "BLESSED" if decision.blessed else "REJECTED", decision.reason)
-        with open(os.path.join(eval_dir, "gate.json"), "w") as f:
-            json.dump(decision.to_json(), f, indent=2)
+        paths.write_json(paths.join(eval_dir, "gate.json"), decision.to_json())
         return decision.to_json()
 
     decision = manifest.run_stage("gate", decide)
@@ -349,15 +285,15 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
             from pipeline import gate
             from trainer import export
             raw_eval = gate.read_raw_eval(config, transform_dir, limit=DRY_RUN_EXAMPLES)
-            expected = np.load(os.path.join(eval_dir, "candidate_probabilities.npy"))
+            expected = paths.read_npy(paths.join(eval_dir, PROBABILITIES_FILE))
             version, reason = export.publish(
                 export_dir, serving_root, keep_versions=config.serving.keep_versions,
                 dry_run_examples=raw_eval.serialized, expected=expected[:len(raw_eval.serialized)],
-                scratch_dir=os.path.join(eval_dir, "dry_run"))
+                scratch_dir=paths.join(eval_dir, "dry_run"))
             if not version:
                 LOG.warning("dry run: REJECTED: %s; serving left untouched", reason)
                 return {"version": 0, "dry_run": reason}
-            path = os.path.join(serving_root, str(version))
+            path = paths.join(serving_root, str(version))
             LOG.info("dry run: passed (%s)", reason)
             LOG.info("publish: serving version %d → %s", version, path)
             return {"version": version, "path": path, "dry_run": reason}
@@ -380,6 +316,7 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
 
 
 DRY_RUN_EXAMPLES = 1000
+PROBABILITIES_FILE = "candidate_probabilities.npy"
 ABLATIONS_FILE = "ablations.json"
 DATE_TOKEN = "{date}"
 
@@ -407,9 +344,8 @@ def available_days(input_template: str) -> list[str]:
 def history(work_dir: str) -> list[dict]:
     """One line per run, oldest first: what was trained, from what, and what serves."""
     rows = []
-    for path in sorted(glob.glob(os.path.join(work_dir, "runs", "*", MANIFEST))):
-        with open(path) as f:
-            record = json.load(f)
+    for path in paths.glob(paths.join(work_dir, "runs", "*", MANIFEST)):
+        record = paths.read_json(path)
         stages = record.get("stages", {})
         train = stages.get("train", {}).get("result") or {}
         evaluation = stages.get("evaluate", {}).get("result") or {}
@@ -432,7 +368,7 @@ def format_history(rows: list[dict]) -> str:
     for row in rows:
         auc = f"{row['auc']:.4f}" if row["auc"] is not None else "-"
         base = f"{row['baseline_auc']:.4f}" if row["baseline_auc"] is not None else "-"
-        source = os.path.basename(os.path.dirname(row["warm_start_from"] or "")) or "cold start"
+        source = paths.basename(paths.dirname(row["warm_start_from"] or "")) or "cold start"
         lines.append(f"{row['run_id']:<18} {row['outcome']:<14} {auc:>7} {base:>8}  "
                      f"{source}; {row['reason']}")
     return "\n".join(lines)
@@ -444,10 +380,9 @@ def nightly_run_id(day: str) -> str:
 
 def processed_days(work_dir: str) -> set[str]:
     days = set()
-    for path in glob.glob(os.path.join(work_dir, "runs", "day-*", MANIFEST)):
-        with open(path) as f:
-            if json.load(f).get("finished"):
-                days.add(os.path.basename(os.path.dirname(path))[len("day-"):])
+    for path in paths.glob(paths.join(work_dir, "runs", "day-*", MANIFEST)):
+        if paths.read_json(path).get("finished"):
+            days.add(paths.basename(paths.dirname(path))[len("day-"):])
     return days
 
 
@@ -490,7 +425,7 @@ def _evaluate_baseline(serving_root: str, raw_eval):
 
     for version in reversed(export.serving_versions(serving_root)):
         try:
-            baseline, _ = gate.evaluate_export(os.path.join(serving_root, str(version)), raw_eval)
+            baseline, _ = gate.evaluate_export(paths.join(serving_root, str(version)), raw_eval)
             return baseline, version
         except Exception as e:  # a corrupted blessed model must not block the night's run
             LOG.warning("evaluate: serving version %d cannot be scored (%s: %s); trying an "

@@ -14,13 +14,12 @@ import dataclasses
 import datetime as dt
 import html
 import io
-import json
 import math
-import os
 import struct
 from typing import Any, Callable, Mapping, Sequence
 
 from pipeline import gate as gate_lib
+from transforms import paths
 
 REPORT_FILE = "report.html"
 
@@ -69,18 +68,14 @@ def write_report(run_dir: str, *, ablations: Mapping[str, Mapping] | None = None
     (as :func:`pipeline.gate.evaluate_export` returns them, with ``roc``); they are drawn
     beside the candidate and the baseline.
     """
-    if not os.path.isdir(run_dir):
+    if not paths.isdir(run_dir):
         raise FileNotFoundError(f"report: {run_dir} is not a run dir (no such directory)")
     run = _load_run(run_dir)
-    return _write_page(os.path.join(run_dir, REPORT_FILE), _page(run, dict(ablations or {})))
+    return _write_page(paths.join(run_dir, REPORT_FILE), _page(run, dict(ablations or {})))
 
 
 def _write_page(path: str, page: str) -> str:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, path)  # a reader never sees half a page
-    return path
+    return paths.write_text(path, page)  # a reader never sees half a page
 
 
 def _html(title: str, body: str) -> str:
@@ -106,12 +101,9 @@ def write_comparison_report(path: str, *, title: str, intro: str, headers: Seque
 
 
 def _read_json(run_dir: str, run_file: _RunFile, unreadable: list[str]):
-    path = os.path.join(run_dir, run_file.path)
-    if not os.path.exists(path):
-        return None
+    path = paths.join(run_dir, run_file.path)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return paths.read_json(path)
     except (OSError, ValueError) as e:  # a half-written file must not cost the whole page
         unreadable.append(f"{run_file.path} is unreadable ({type(e).__name__}: {e})")
         return None
@@ -148,14 +140,12 @@ def _read_scalars(run_dir: str, unreadable: list[str]) -> dict[str, dict[int, fl
     """{tag: {step: value}} of the train scalars TensorBoard has (a resumed run's later
     files win)."""
     scalars: dict[str, dict[int, float]] = {}
-    events_dir = os.path.join(run_dir, TRAIN_EVENTS.path)
-    names = sorted(os.listdir(events_dir)) if os.path.isdir(events_dir) else []
-    for name in (n for n in names if n.startswith("events.out.tfevents.")):
+    events_dir = paths.join(run_dir, TRAIN_EVENTS.path)
+    for name in (n for n in paths.listdir(events_dir) if n.startswith("events.out.tfevents.")):
         try:
-            with open(os.path.join(events_dir, name), "rb") as f:
-                for record in _tfrecords(f.read()):
-                    for step, tag, value in _event_scalars(record):
-                        scalars.setdefault(tag, {})[step] = value
+            for record in _tfrecords(paths.read_bytes(paths.join(events_dir, name))):
+                for step, tag, value in _event_scalars(record):
+                    scalars.setdefault(tag, {})[step] = value
         except (OSError, ValueError, struct.error, IndexError) as e:
             unreadable.append(f"{TRAIN_EVENTS.path}/{name} is unreadable "
                               f"({type(e).__name__}: {e})")
@@ -418,7 +408,7 @@ def _serving_now(run: _Run) -> str:
 def _header(run: _Run) -> str:
     m = run.manifest
     css, headline = _outcome(run)
-    parts = [f"<h1>widedeep run {_e(m.get('run_id') or os.path.basename(run.run_dir))}</h1>",
+    parts = [f"<h1>widedeep run {_e(m.get('run_id') or paths.basename(run.run_dir))}</h1>",
              f'<p class="outcome {css}">{_e(headline)}</p>']
     if run.gate is not None:
         parts.append(f'<p class="reason"><b>Gate:</b> {_e(run.gate.get("reason", ""))}</p>')
@@ -532,7 +522,7 @@ def _warm_start(summary: dict) -> str:
                 if not source else "<h3>Warm start</h3>" +
                 _missing(f"Asked to warm-start from {source}, but no warm-start report was "
                          "recorded."))
-    checkpoint = os.path.basename(report.get("checkpoint") or "") or "final weights"
+    checkpoint = paths.basename(report.get("checkpoint") or "") or "final weights"
     parts = [f"<h3>Warm start</h3><p>From {_e(report.get('from'))} ({_e(checkpoint)}).</p>"]
     vocabularies = report.get("vocabularies") or {}
     if vocabularies:
@@ -666,7 +656,7 @@ gap: .2em 1em; } dt { font-weight: 600; } dd { margin: 0; } img { max-width: 100
 
 
 def _page(run: _Run, ablations: dict[str, dict]) -> str:
-    title = run.manifest.get("run_id") or os.path.basename(run.run_dir.rstrip("/"))
+    title = run.manifest.get("run_id") or paths.basename(run.run_dir)
     body = "".join([_header(run), _not_in_report(run), _stages_section(run), _data_section(run),
                     _training_section(run), _evaluation_section(run, ablations)])
     return _html(f"widedeep run {title}", body)

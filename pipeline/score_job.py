@@ -13,7 +13,7 @@ the exported serving SavedModel through Beam's ``RunInference``, and reduced per
 
 The export is all it needs: the feature config is its copy in ``assets.extra/config.toml``.
 Rows to score need no label; a label column, when a file has one, is not read (nor checked).
-Output goes to ``<out>.partial`` and is renamed into place only when complete.
+Output goes to ``<out>.partial`` and is promoted only when complete, ``summary.json`` last.
 
 The unit of work is a record batch (up to ``pipeline.io.ROWS_PER_BATCH`` rows), from the
 reader through the model to a first top-K inside the batch; only the rows that can still
@@ -26,28 +26,25 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from typing import Callable, Sequence
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                   StandardOptions)
 
+from pipeline import beam_job
 from pipeline import io as wd_io
-from pipeline import transform_job
 from transforms import config as cfg
+from transforms import paths
 
 LOG = logging.getLogger("widedeep")
 SUMMARY_FILE = "summary.json"
 TOP_K_PREFIX = "top_k"
-METRICS_NAMESPACE = transform_job.METRICS_NAMESPACE
+METRICS_NAMESPACE = beam_job.METRICS_NAMESPACE
 # Rows per serving_default call: enough that the per-call overhead vanishes and the hidden
 # layers' matmuls are big enough for TF to split across threads. On the default model the
 # CPU time per row is flat from 2,048 to 16,384 rows; the activations (rows x 1024 floats)
@@ -55,30 +52,21 @@ METRICS_NAMESPACE = transform_job.METRICS_NAMESPACE
 ROWS_PER_CALL = 4096
 
 
-class ScoreError(transform_job.TransformError):
-    """The scoring job ran but its output must not be used (no rows, too many dead letters).
-
-    A TransformError, so whoever handles a failed data job (the CLI: exit 2) handles it too.
-    """
+class ScoreError(beam_job.DataJobError):
+    """The scoring job ran but its output must not be used (no rows, too many dead letters)."""
 
 
 def export_config(export_dir: str) -> cfg.FeatureConfig:
-    """The feature config an export was trained with (its assets.extra copy), on any Beam
-    filesystem (a Dataflow job reads its export from gs://)."""
+    """The feature config an export was trained with (its assets.extra copy), local or on
+    gs:// (a Dataflow job reads its export from there)."""
     from trainer import export
 
-    path = FileSystems.join(export_dir, export.EXTRA_DIR, export.CONFIG_FILE)
-    if not FileSystems.exists(path):
+    path = paths.join(export_dir, export.EXTRA_DIR, export.CONFIG_FILE)
+    if not paths.exists(path):
         raise wd_io.InputError(
             f"{export_dir}: not a widedeep serving export ({path} is missing; exports written "
             f"by `widedeep run` carry their feature config there)")
-    if os.path.exists(path):
-        return cfg.load_config(path)
-    with tempfile.TemporaryDirectory(prefix="widedeep-score-") as local_dir:
-        local = os.path.join(local_dir, export.CONFIG_FILE)
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as src, \
-                open(local, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+    with paths.local_copy(path) as local:
         return dataclasses.replace(cfg.load_config(local), source=path)
 
 
@@ -260,17 +248,12 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, export_di
          | "Score" >> RunInference(handler)
          | "TopKPerQuery" >> TopCandidatesPerQuery(config, top_k)
          | "RankingToJson" >> beam.Map(_ranking_to_json(config.serving.query_columns))
-         | "WriteTopK" >> beam.io.WriteToText(os.path.join(output_dir, TOP_K_PREFIX),
+         | "WriteTopK" >> beam.io.WriteToText(paths.join(output_dir, TOP_K_PREFIX),
                                               file_name_suffix=".jsonl"))
     _ = (dead
-         | "DeadLetterToJson" >> beam.Map(transform_job._count_dead_letter)
+         | "DeadLetterToJson" >> beam.Map(beam_job.count_dead_letter)
          | "WriteDeadLetters" >> beam.io.WriteToText(
-             os.path.join(output_dir, "dead_letter"), file_name_suffix=".jsonl"))
-
-
-def _absolute(path: str) -> str:
-    """Workers may run elsewhere (another directory, another machine): no relative paths."""
-    return path if "://" in path else os.path.abspath(path)
+             paths.join(output_dir, "dead_letter"), file_name_suffix=".jsonl"))
 
 
 def scoring_options(pipeline_args: Sequence[str]) -> PipelineOptions:
@@ -294,9 +277,10 @@ def scoring_options(pipeline_args: Sequence[str]) -> PipelineOptions:
 
 def run_score(export_dir: str, input_pattern: str, out_dir: str, *, top_k: int | None = None,
               pipeline_args: Sequence[str] = (),
-              log: Callable[[str], None] = LOG.info) -> dict:
+              log: Callable[[str], None] = LOG.info) -> dict | None:
     """Scores the rows of `input_pattern` with an export; returns the summary (also written
-    to ``<out_dir>/summary.json``)."""
+    to ``<out_dir>/summary.json``), or None when ``--template_location`` only built a
+    Dataflow template."""
     config = export_config(export_dir)
     _check_serving_columns(config)
     top_k = config.serving.top_k if top_k is None else top_k
@@ -307,27 +291,25 @@ def run_score(export_dir: str, input_pattern: str, out_dir: str, *, top_k: int |
     log(f"score: {len(input_paths)} input file(s) from {input_pattern}, top {top_k} "
         f"{config.serving.item_column} per {'+'.join(config.serving.query_columns)}")
 
-    partial_dir = out_dir.rstrip("/") + ".partial"
-    if os.path.exists(partial_dir):
-        shutil.rmtree(partial_dir)
-    os.makedirs(partial_dir)
+    partial_dir = beam_job.fresh_partial_dir(out_dir)
     options = scoring_options(pipeline_args)
 
     started = time.time()
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, config, _absolute(export_dir), input_paths, partial_dir, top_k)
-    result = pipeline.run()
-    result.wait_until_finish()
+    build_pipeline(pipeline, config, paths.absolute(export_dir), input_paths, partial_dir,
+                   top_k)
+    counts = beam_job.run(pipeline)
     elapsed = time.time() - started
+    if counts is None:
+        log(beam_job.template_message("score", options, out_dir))
+        return None
 
-    counts = transform_job._counters(result)
     main = counts.get(METRICS_NAMESPACE, {})
-    dead_by_reason = dict(sorted(counts.get(f"{METRICS_NAMESPACE}.dead_letter", {}).items()))
+    rows_dead, dead_by_reason = beam_job.dead_letters(counts)
     rows_read = main.get("rows_read", 0)
-    rows_dead = sum(dead_by_reason.values())
     rows_scored = main.get("rows_scored", 0)
     summary = {
-        "export_dir": _absolute(export_dir),
+        "export_dir": paths.absolute(export_dir),
         "input": input_pattern,
         "input_files": len(input_paths),
         "top_k": top_k,
@@ -343,13 +325,12 @@ def run_score(export_dir: str, input_pattern: str, out_dir: str, *, top_k: int |
         "candidates_per_second": round(rows_scored / elapsed, 1) if elapsed else None,
         "config_digest": config.digest,
     }
-    with open(os.path.join(partial_dir, SUMMARY_FILE), "w") as f:
-        json.dump(summary, f, indent=2)
+    paths.write_json(paths.join(partial_dir, SUMMARY_FILE), summary)
     if rows_read == 0:
         raise ScoreError(f"score: no rows in {input_pattern}")
-    transform_job.check_dead_letter_limit("score", rows_dead, rows_read, dead_by_reason,
-                                          config, partial_dir, ScoreError)
-    transform_job.promote(partial_dir, out_dir)
+    beam_job.check_dead_letter_limit("score", rows_dead, rows_read, dead_by_reason,
+                                     config, partial_dir, ScoreError)
+    paths.promote(partial_dir, out_dir, marker=SUMMARY_FILE)
     log(f"score: {rows_scored} candidates in {elapsed:.1f}s "
         f"({summary['candidates_per_second']:.0f}/s), {summary['queries']} queries, "
         f"dead-lettered {rows_dead}" + (f" {dead_by_reason}" if rows_dead else "")

@@ -5,17 +5,15 @@ the min-count threshold, quantiles) and transforms both → sharded gzip TFRecor
 transform graph, raw eval examples (the gate scores every model, old and new, from raw
 input through its own transform graph) and stats.json.
 
-Output is written to ``<dir>.partial`` and renamed into place only when complete, so a
-killed job never leaves a half-written transform directory that later stages could trust.
+Output is written to ``<dir>.partial`` and promoted only when complete, ``stats.json``
+last (:mod:`pipeline.beam_job`), so a killed job never leaves a transform directory that
+later stages could trust.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import struct
-import os
-import shutil
 import tempfile
 import time
 from typing import Callable, Sequence
@@ -25,16 +23,19 @@ from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from pipeline import beam_job
 from pipeline import io as wd_io
+from trainer import data
 from transforms import config as cfg
 from transforms import features
+from transforms import paths
 
 LOG = logging.getLogger("widedeep")
-STATS_FILE = "stats.json"
-METRICS_NAMESPACE = "widedeep"
+STATS_FILE = data.STATS_FILE  # written last: the output's completion marker
+METRICS_NAMESPACE = beam_job.METRICS_NAMESPACE
 
 
-class TransformError(RuntimeError):
+class TransformError(beam_job.DataJobError):
     """The job ran but its output must not be used (e.g. too many rows dead-lettered)."""
 
 
@@ -46,11 +47,6 @@ def _count_rows(label: str):
         return batch
 
     return count
-
-
-def _count_dead_letter(letter: wd_io.DeadLetter) -> str:
-    beam.metrics.Metrics.counter(f"{METRICS_NAMESPACE}.dead_letter", letter.reason).inc()
-    return letter.to_json()
 
 
 def _masked_crc32c(data: bytes) -> int:
@@ -135,7 +131,8 @@ def pipeline_options(pipeline_args: Sequence[str]) -> PipelineOptions:
 
     Everything a user passes (``--runner DataflowRunner --project ... --setup_file``)
     reaches the runner unchanged. Workers get our code from the package that
-    ``--setup_file`` builds, so no ``--save_main_session`` is needed.
+    ``--setup_file`` builds. (Beam 2.77 also saves the main session by default on Dataflow,
+    as cloudpickle is its default pickler; widedeep needs nothing from it.)
     """
     options = PipelineOptions(list(pipeline_args))
     if options.view_as(StandardOptions).runner is None:
@@ -169,30 +166,20 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_pat
         | "TransformEval" >> tft_beam.TransformDataset(output_record_batches=True))
 
     _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(output_dir)
-    _ = transformed_train | "WriteTrain" >> WriteExamples(os.path.join(output_dir, "train"))
-    _ = transformed_eval | "WriteEval" >> WriteExamples(os.path.join(output_dir, "eval"))
-    _ = eval_rows | "WriteRawEval" >> WriteExamples(os.path.join(output_dir, "eval_raw"))
+    _ = transformed_train | "WriteTrain" >> WriteExamples(paths.join(output_dir, "train"))
+    _ = transformed_eval | "WriteEval" >> WriteExamples(paths.join(output_dir, "eval"))
+    _ = eval_rows | "WriteRawEval" >> WriteExamples(paths.join(output_dir, "eval_raw"))
     _ = (dead
-         | "DeadLetterToJson" >> beam.Map(_count_dead_letter)
+         | "DeadLetterToJson" >> beam.Map(beam_job.count_dead_letter)
          | "WriteDeadLetters" >> beam.io.WriteToText(
-             os.path.join(output_dir, "dead_letter"), file_name_suffix=".jsonl"))
-
-
-def _counters(result) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = {}
-    for counter in result.metrics().query()["counters"]:
-        namespace = counter.key.metric.namespace
-        if namespace.startswith(METRICS_NAMESPACE):
-            value = counter.committed if counter.committed is not None else counter.attempted
-            group = counts.setdefault(namespace, {})
-            group[counter.key.metric.name] = group.get(counter.key.metric.name, 0) + value
-    return counts
+             paths.join(output_dir, "dead_letter"), file_name_suffix=".jsonl"))
 
 
 def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str, *,
                   eval_input_pattern: str | None = None, pipeline_args: Sequence[str] = (),
-                  log: Callable[[str], None] = LOG.info) -> dict:
-    """Runs the job; returns stats (also written to ``<output_dir>/stats.json``)."""
+                  log: Callable[[str], None] = LOG.info) -> dict | None:
+    """Runs the job; returns stats (also written to ``<output_dir>/stats.json``), or None
+    when ``--template_location`` only built a Dataflow template."""
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
 
@@ -204,10 +191,7 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
     log(f"transform: {len(input_paths)} input file(s) from {input_pattern}"
         + (f", {len(eval_paths)} eval file(s) from {eval_input_pattern}" if eval_paths else ""))
 
-    partial_dir = output_dir.rstrip("/") + ".partial"
-    if os.path.exists(partial_dir):
-        shutil.rmtree(partial_dir)
-    os.makedirs(partial_dir)
+    partial_dir = beam_job.fresh_partial_dir(output_dir)
     options = pipeline_options(pipeline_args)
     temp_location = options.get_all_options().get("temp_location")
 
@@ -217,15 +201,15 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
         pipeline = beam.Pipeline(options=options)
         with tft_beam.Context(temp_dir=tft_temp):
             build_pipeline(pipeline, config, input_paths, partial_dir, eval_paths)
-        result = pipeline.run()
-        result.wait_until_finish()
+        counts = beam_job.run(pipeline)
     elapsed = time.time() - started
+    if counts is None:
+        log(beam_job.template_message("transform", options, output_dir))
+        return None
 
-    counts = _counters(result)
     main = counts.get(METRICS_NAMESPACE, {})
-    dead_by_reason = dict(sorted(counts.get(f"{METRICS_NAMESPACE}.dead_letter", {}).items()))
+    rows_dead, dead_by_reason = beam_job.dead_letters(counts)
     rows_read = main.get("rows_read", 0)
-    rows_dead = sum(dead_by_reason.values())
     tft_output = tft.TFTransformOutput(partial_dir)
     stats = {
         "input": input_pattern,
@@ -243,42 +227,22 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
         "rows_per_second": round(rows_read / elapsed, 1) if elapsed else None,
         "config_digest": config.digest,
     }
-    with open(os.path.join(partial_dir, STATS_FILE), "w") as f:
-        json.dump(stats, f, indent=2)
+    # Written even when the checks below fail, for the report; but then never promoted.
+    paths.write_json(paths.join(partial_dir, STATS_FILE), stats)
     if rows_read == 0:
         raise TransformError(f"transform: no rows in {input_pattern}")
     if stats["rows_out"]["train"] == 0 or stats["rows_out"]["eval"] == 0:
         raise TransformError(f"transform: the split left train={stats['rows_out']['train']} "
                              f"eval={stats['rows_out']['eval']} rows; both need rows "
                              f"(check [split] in {config.source})")
-    check_dead_letter_limit("transform", rows_dead, rows_read, dead_by_reason, config,
-                            partial_dir, TransformError)
-    promote(partial_dir, output_dir)
+    beam_job.check_dead_letter_limit("transform", rows_dead, rows_read, dead_by_reason, config,
+                                     partial_dir, TransformError)
+    paths.promote(partial_dir, output_dir, marker=STATS_FILE)
     log(f"transform: {rows_read} rows in {elapsed:.1f}s ({stats['rows_per_second']:.0f} rows/s): "
         f"train {stats['rows_out']['train']}, eval {stats['rows_out']['eval']}, "
         f"dead-lettered {rows_dead}" + (f" {dead_by_reason}" if rows_dead else "")
         + f" → {output_dir}")
     return stats
-
-
-def check_dead_letter_limit(stage: str, rows_dead: int, rows_read: int,
-                            dead_by_reason: dict, config: cfg.FeatureConfig, partial_dir: str,
-                            error: type[Exception]) -> None:
-    """Fails a data job whose dead-letter fraction passes validation.max_dead_letter_fraction."""
-    fraction = rows_dead / rows_read if rows_read else 0.0
-    if fraction > config.max_dead_letter_fraction:
-        raise error(
-            f"{stage}: {rows_dead} of {rows_read} rows ({fraction:.2%}) were dead-lettered, "
-            f"over the limit of {config.max_dead_letter_fraction:.2%} "
-            f"(validation.max_dead_letter_fraction in {config.source}); by reason: "
-            f"{dead_by_reason}; see {partial_dir}/dead_letter-*.jsonl")
-
-
-def promote(partial_dir: str, output_dir: str) -> None:
-    """Puts a complete job output in place (replacing an older one) in one rename."""
-    if os.path.exists(output_dir):
-        shutil.rmtree(output_dir)
-    os.rename(partial_dir, output_dir)
 
 
 def quiet_beam_logs() -> None:

@@ -145,20 +145,31 @@ def test_rerunning_a_finished_run_redoes_nothing(three_nights):
 
 def test_a_second_run_on_a_locked_work_dir_exits_at_once(three_nights):
     config, work_dir, template, _ = three_nights
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # Another process holds the lock (a run in progress), through the real lock.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pipeline import lock\n"
+         "with lock.work_dir_lock(sys.argv[1]):\n print('held', flush=True); time.sleep(60)",
+         work_dir], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
-        with open(os.path.join(work_dir, ".lock"), "w") as f:
-            f.write(str(holder.pid))
+        assert holder.stdout.readline().strip() == "held"
         assert orchestrate.nightly(config, work_dir=work_dir, input_template=template,
                                    date=DAYS[0]) == orchestrate.EXIT_LOCKED
     finally:
         holder.kill()
         holder.wait()
-    # The holder is dead now: its lock is stale and is taken over.
+    # The holder was killed: the kernel released its lock, whatever its file still says.
+    assert os.path.exists(os.path.join(work_dir, ".lock"))
     with orchestrate.work_dir_lock(work_dir):
         with open(os.path.join(work_dir, ".lock")) as f:
-            assert int(f.read()) == os.getpid()
+            assert json.load(f)["pid"] == os.getpid()
     assert not os.path.exists(os.path.join(work_dir, ".lock"))
+
+
+def test_a_lock_file_naming_a_live_unrelated_process_does_not_block(tmp_path):
+    """After a reboot pids are reused: a pid in a leftover lock file proves nothing."""
+    (tmp_path / ".lock").write_text(str(os.getppid()))
+    with orchestrate.work_dir_lock(str(tmp_path)):
+        pass
 
 
 def test_input_template_days_are_found_from_the_paths(tmp_path):

@@ -11,21 +11,24 @@ batches it had already trained on.
 
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
 import tensorflow as tf
 
+from transforms import paths
+
 TRAIN = "train"
 EVAL = "eval"
+# Written last by the transform job: an output without it is incomplete and is not read.
+STATS_FILE = "stats.json"
 SHUFFLE_BUFFER_EXAMPLES = 50_000
 PREFETCH_BATCHES = 2
 
 
 def split_files(transform_dir: str, split: str) -> list[str]:
     """The sorted shards ``<transform_dir>/<split>-*.tfrecord.gz``; an error if none."""
-    pattern = os.path.join(transform_dir, f"{split}-*.tfrecord.gz")
-    files = sorted(tf.io.gfile.glob(pattern))
+    pattern = paths.join(transform_dir, f"{split}-*.tfrecord.gz")
+    files = paths.glob(pattern)
     if not files:
         raise FileNotFoundError(f"no {split} data: nothing matches {pattern} (run the "
                                 f"transform job first, or check the transform dir)")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from typing import Mapping
@@ -26,6 +25,7 @@ import tensorflow as tf
 
 from transforms import config as cfg
 from transforms import features
+from transforms import paths
 
 SERVING_DEFAULT = "serving_default"
 PREDICT_RAW = "predict_raw"
@@ -82,22 +82,24 @@ def export_model(config: cfg.FeatureConfig, model_dir: str, transform_dir: str,
 
     module = ServingModule(load_trained_model(model_dir), tft.TFTransformOutput(transform_dir),
                            config)
-    if os.path.exists(export_dir):
-        shutil.rmtree(export_dir)
+    paths.rmtree(export_dir)
     tf.saved_model.save(module, export_dir, signatures=module.signatures())
-    extra = os.path.join(export_dir, EXTRA_DIR)
-    os.makedirs(extra, exist_ok=True)
-    with open(os.path.join(extra, METADATA_FILE), "w") as f:
-        json.dump({"model_dir": os.path.abspath(model_dir), "config_digest": config.digest,
-                   **(metadata or {})}, f, indent=2, default=str)
-    if os.path.exists(config.source):
-        shutil.copyfile(config.source, os.path.join(extra, CONFIG_FILE))
+    extra = paths.join(export_dir, EXTRA_DIR)
+    paths.makedirs(extra)
+    paths.write_json(paths.join(extra, METADATA_FILE),
+                     {"model_dir": paths.absolute(model_dir), "config_digest": config.digest,
+                      **(metadata or {})})
+    if paths.exists(config.source):
+        paths.copy(config.source, paths.join(extra, CONFIG_FILE))
     return export_dir
 
 
 def read_metadata(export_dir: str) -> dict:
-    with open(os.path.join(export_dir, EXTRA_DIR, METADATA_FILE)) as f:
-        return json.load(f)
+    path = paths.join(export_dir, EXTRA_DIR, METADATA_FILE)
+    metadata = paths.read_json(path)
+    if metadata is None:
+        raise FileNotFoundError(f"{path}: missing (not an export written by widedeep?)")
+    return metadata
 
 
 def load_predict_fn(export_dir: str):
@@ -123,40 +125,42 @@ def predict_in_batches(predict, serialized: list[bytes], batch_size: int = 2048)
 # The serving directory: <serving_root>/<version>/, integer versions, newest serves.
 
 PARTIAL_PREFIX = ".partial-"
+SAVED_MODEL_FILE = "saved_model.pb"  # what TF Serving needs to load a version: copied last
 
 
 def serving_versions(serving_root: str) -> list[int]:
     """Published versions, oldest first (TF Serving ignores any non-integer name)."""
-    if not os.path.isdir(serving_root):
-        return []
-    return sorted(int(name) for name in os.listdir(serving_root) if name.isdigit())
+    return sorted(int(name) for name in paths.listdir(serving_root) if name.isdigit())
 
 
 def publish(export_dir: str, serving_root: str, *, keep_versions: int, dry_run_examples,
             expected: np.ndarray | None, scratch_dir: str, before_rename=None) -> tuple[int, str]:
     """Copies an export into serving as the next version, only if its dry run passes.
 
-    The copy goes to a hidden partial directory, is dry-run there (so what was checked is
-    byte for byte what serves), and is renamed into place in one atomic step. Returns
-    (version, reason); version 0 means the dry run failed and serving is untouched.
+    The copy goes to a partial directory whose name TF Serving ignores (not an integer), is
+    dry-run there (so what was checked is byte for byte what serves), and is then put in
+    place: locally in one atomic rename; on GCS by a copy with ``saved_model.pb`` as the
+    last object, so a TF Serving poll during the copy finds no loadable model yet, never
+    half of one. Returns (version, reason); version 0 means the dry run failed and serving
+    is untouched.
     """
-    os.makedirs(serving_root, exist_ok=True)
-    for name in os.listdir(serving_root):  # leftovers of a run killed mid-copy
+    paths.makedirs(serving_root)
+    for name in paths.listdir(serving_root):  # leftovers of a run killed mid-copy
         if name.startswith(PARTIAL_PREFIX):
-            shutil.rmtree(os.path.join(serving_root, name), ignore_errors=True)
+            paths.rmtree(paths.join(serving_root, name))
     versions = serving_versions(serving_root)
     version = (versions[-1] if versions else 0) + 1
-    partial = os.path.join(serving_root, f"{PARTIAL_PREFIX}{version}")
-    shutil.copytree(export_dir, partial)
+    partial = paths.join(serving_root, f"{PARTIAL_PREFIX}{version}")
+    paths.copytree(export_dir, partial)
     passed, reason = dry_run(partial, dry_run_examples, expected, scratch_dir)
     if not passed:
-        shutil.rmtree(partial, ignore_errors=True)
+        paths.rmtree(partial)
         return 0, reason
     if before_rename is not None:
         before_rename(partial)
-    os.rename(partial, os.path.join(serving_root, str(version)))
+    paths.promote(partial, paths.join(serving_root, str(version)), marker=SAVED_MODEL_FILE)
     for old in serving_versions(serving_root)[:-keep_versions]:
-        shutil.rmtree(os.path.join(serving_root, str(old)), ignore_errors=True)
+        paths.rmtree(paths.join(serving_root, str(old)))
     return version, reason
 
 
@@ -169,15 +173,15 @@ DRY_RUN_TOLERANCE = 1e-5
 def dry_run(export_dir: str, serialized: list[bytes], expected: np.ndarray | None,
             work_dir: str, timeout: float = 600) -> tuple[bool, str]:
     """(passed, reason). Sends the examples through serving_default in a new process."""
-    os.makedirs(work_dir, exist_ok=True)
-    examples_path = os.path.join(work_dir, "dry_run_examples.tfrecord")
+    paths.makedirs(work_dir)
+    examples_path = paths.join(work_dir, "dry_run_examples.tfrecord")
     with tf.io.TFRecordWriter(examples_path) as writer:
         for record in serialized:
             writer.write(record)
     expected_path = ""
     if expected is not None:
-        expected_path = os.path.join(work_dir, "dry_run_expected.npy")
-        np.save(expected_path, np.asarray(expected, dtype=np.float32))
+        expected_path = paths.join(work_dir, "dry_run_expected.npy")
+        paths.write_npy(expected_path, np.asarray(expected, dtype=np.float32))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_USE_LEGACY_KERAS="1")
     try:
         done = subprocess.run([sys.executable, "-m", "trainer.export", export_dir, examples_path,
@@ -210,7 +214,7 @@ def _check_export(export_dir: str, examples_path: str, expected_path: str) -> tu
     if probabilities.min() < 0 or probabilities.max() > 1:
         return False, f"outputs outside [0, 1]: [{probabilities.min()}, {probabilities.max()}]"
     if expected_path:
-        expected = np.load(expected_path)
+        expected = paths.read_npy(expected_path)
         worst = float(np.max(np.abs(expected - probabilities))) if len(expected) else 0.0
         if worst > DRY_RUN_TOLERANCE:
             return False, (f"outputs differ from in-process predictions by up to {worst:.2e} "

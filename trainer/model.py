@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
-import os
 from typing import Mapping, Sequence
 
 import tensorflow as tf
@@ -38,6 +36,7 @@ import tf_keras as keras
 
 from transforms import config as cfg
 from transforms import features
+from transforms import paths
 
 MODEL_NAME = "wide_deep"
 WIDE = "wide"
@@ -495,26 +494,23 @@ def params_from_json(data: Mapping) -> cfg.TrainParams:
 
 def save_model(model: WideDeepModel, path: str) -> None:
     """Writes ``model.json`` and the parts' weights (no optimizer state) under ``path``."""
-    os.makedirs(path, exist_ok=True)
+    paths.makedirs(path)
     spec = model.get_config()
-    tf.train.Checkpoint(**model.parts).write(os.path.join(path, WEIGHTS_PREFIX))
-    with open(os.path.join(path, MODEL_SPEC_FILE), "w") as f:
-        json.dump(spec, f, indent=2)
+    tf.train.Checkpoint(**model.parts).write(paths.join(path, WEIGHTS_PREFIX))
+    paths.write_json(paths.join(path, MODEL_SPEC_FILE), spec)
 
 
 def load_model(path: str) -> WideDeepModel:
     """Rebuilds a model written by :func:`save_model`; needs no transform output."""
-    spec_path = os.path.join(path, MODEL_SPEC_FILE)
-    try:
-        with open(spec_path) as f:
-            spec = json.load(f)
-    except FileNotFoundError:
+    spec_path = paths.join(path, MODEL_SPEC_FILE)
+    spec = paths.read_json(spec_path)
+    if spec is None:
         raise FileNotFoundError(f"{spec_path}: no trained model here (expected "
                                 f"{MODEL_SPEC_FILE} and {WEIGHTS_PREFIX}.* written by "
-                                f"training)") from None
+                                f"training)")
     model = build_model(spec["inputs"], params_from_json(spec["params"]))
     tf.train.Checkpoint(**model.parts).read(
-        os.path.join(path, WEIGHTS_PREFIX)).assert_existing_objects_matched()
+        paths.join(path, WEIGHTS_PREFIX)).assert_existing_objects_matched()
     return model
 
 
@@ -536,7 +532,7 @@ class ModelDir:
     root: str
 
     def _join(self, *parts: str) -> str:
-        return os.path.join(self.root, *parts)
+        return paths.join(self.root, *parts)
 
     @property
     def checkpoints(self) -> str:

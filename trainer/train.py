@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import glob
 import json
 import math
 import os
-import shutil
 import tempfile
 import time
 from typing import Callable
@@ -40,6 +38,7 @@ from trainer import distribute
 from trainer import model as model_lib
 from trainer import warm_start as warm_start_lib
 from transforms import config as cfg
+from transforms import paths
 
 # Hyperparameters that may differ when resuming: they extend or pace the run, the
 # checkpointed variables do not depend on them.
@@ -65,21 +64,6 @@ def _write_scalars(writer, step: int, scalars: dict[str, float]) -> None:
             tf.summary.write(name, tf.constant(value, tf.float32), metadata=_SCALAR_METADATA)
 
 
-def _read_json(path: str):
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def _write_json(path: str, value) -> None:
-    """Written to a temporary name, then renamed: a reader never sees half a file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(tmp, path)
-
-
 def _format_seconds(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
@@ -88,7 +72,7 @@ def _format_seconds(seconds: float) -> str:
 def _check_resumable(layout: model_lib.ModelDir, params: cfg.TrainParams,
                      inputs, tft_output) -> None:
     """A checkpoint is only resumed by the same model on the same transform output."""
-    previous = _read_json(layout.hparams)
+    previous = paths.read_json(layout.hparams)
     if previous is not None:
         current = model_lib.params_to_json(params)
         changed = sorted(k for k in current if k not in RESUMABLE_CHANGES
@@ -103,31 +87,29 @@ def _check_resumable(layout: model_lib.ModelDir, params: cfg.TrainParams,
         if not f.vocab_name:
             continue
         kept = layout.vocab_file(f.vocab_name)
-        if not os.path.exists(kept):
+        if not paths.exists(kept):
             continue
-        with open(kept, "rb") as a, tf.io.gfile.GFile(
-                tft_output.vocabulary_file_by_name(f.vocab_name), "rb") as b:
-            if a.read() != b.read():
-                raise ValueError(
-                    f"{layout.root} holds a checkpoint trained on another transform output "
-                    f"({kept} differs from this transform's {f.vocab_name}); resume needs "
-                    f"the same one. Use a new model_dir with warm_start_from={layout.root!r} "
-                    f"to remap onto the new vocabularies.")
+        if paths.read_bytes(kept) != paths.read_bytes(
+                tft_output.vocabulary_file_by_name(f.vocab_name)):
+            raise ValueError(
+                f"{layout.root} holds a checkpoint trained on another transform output "
+                f"({kept} differs from this transform's {f.vocab_name}); resume needs "
+                f"the same one. Use a new model_dir with warm_start_from={layout.root!r} "
+                f"to remap onto the new vocabularies.")
 
 
 def _copy_vocabularies(inputs, tft_output, layout: model_lib.ModelDir) -> None:
-    os.makedirs(layout.vocab, exist_ok=True)
+    paths.makedirs(layout.vocab)
     for vocab_name in sorted({f.vocab_name for f in inputs if f.vocab_name}):
-        tf.io.gfile.copy(tft_output.vocabulary_file_by_name(vocab_name),
-                         layout.vocab_file(vocab_name), overwrite=True)
+        paths.copy(tft_output.vocabulary_file_by_name(vocab_name), layout.vocab_file(vocab_name))
 
 
 def _save_final_model(model: model_lib.WideDeepModel, layout: model_lib.ModelDir) -> None:
+    """Saved beside and moved into place, so keras_model/ is never half a model (on GCS the
+    move is a copy; DONE, written after it, is what readers wait for there)."""
     tmp = f"{layout.keras_model}.tmp-{os.getpid()}"
     model_lib.save_model(model, tmp)
-    if os.path.exists(layout.keras_model):
-        shutil.rmtree(layout.keras_model)
-    os.rename(tmp, layout.keras_model)
+    paths.replace_dir(tmp, layout.keras_model)
 
 
 class _Progress:
@@ -186,8 +168,9 @@ class _Inputs:
 def _read_inputs(config: cfg.FeatureConfig, transform_dir: str) -> _Inputs:
     import tensorflow_transform as tft
 
-    if not tf.io.gfile.exists(os.path.join(transform_dir, "transform_fn")):
-        raise FileNotFoundError(f"{transform_dir} is not a transform output (no transform_fn/); "
+    if not paths.is_complete(transform_dir, data.STATS_FILE):
+        raise FileNotFoundError(f"{transform_dir} is not a complete transform output (no "
+                                f"{data.STATS_FILE}, which the transform job writes last); "
                                 f"run the transform job first")
     tft_output = tft.TFTransformOutput(transform_dir)
     inputs = model_lib.model_inputs(config, tft_output)
@@ -221,13 +204,12 @@ def _initialise(model, checkpoint, counters, layout: model_lib.ModelDir,
         if warm_start_from:
             log(f"train: not warm-starting from {warm_start_from}: the checkpoint already "
                 f"holds this run's initialisation")
-        return _read_json(layout.warm_start_report), step
+        return paths.read_json(layout.warm_start_report), step
     if warm_start_from:
         report = warm_start_lib.warm_start(model, warm_start_from, out.vocab, log=log)
-        _write_json(out.warm_start_report, report)
+        paths.write_json(out.warm_start_report, report)
         return report, None
-    if os.path.exists(out.warm_start_report):
-        os.remove(out.warm_start_report)
+    paths.remove(out.warm_start_report)
     log("train: cold start (no warm_start_from)")
     return None, None
 
@@ -263,7 +245,7 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
         raise ValueError(f"model_type must be one of {', '.join(cfg.MODEL_TYPES)}, got "
                          f"{params.model_type!r}")
     layout = model_lib.ModelDir(model_dir)
-    finished = _read_json(layout.summary) if os.path.exists(layout.done) else None
+    finished = paths.read_json(layout.summary) if paths.exists(layout.done) else None
     if finished is not None and finished.get("params") == model_lib.params_to_json(params):
         log(f"train: {model_dir} is already trained ({finished['steps']} steps); nothing to do")
         return finished
@@ -271,20 +253,19 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
 
     if worker.is_chief:
         out = layout
-        if os.path.exists(layout.done):
-            os.remove(layout.done)
-        os.makedirs(model_dir, exist_ok=True)
-        for stale in glob.glob(f"{layout.keras_model}.tmp-*"):
-            shutil.rmtree(stale)
+        paths.remove(layout.done)
+        paths.makedirs(model_dir)
+        for stale in paths.glob(f"{layout.keras_model}.tmp-*"):
+            paths.rmtree(stale)
         if layout.latest_checkpoint():
             _check_resumable(layout, params, inputs.model_inputs, inputs.tft_output)
     else:
         # Every worker writes its checkpoints (each save reads the metrics, summed across
         # workers); the others' copies go here and are deleted at the end.
         out = model_lib.ModelDir(tempfile.mkdtemp(prefix=f"widedeep-worker{worker.index}-"))
-        atexit.register(shutil.rmtree, out.root, ignore_errors=True)  # also if training fails
+        atexit.register(paths.rmtree, out.root)  # also if training fails
     _copy_vocabularies(inputs.model_inputs, inputs.tft_output, out)
-    _write_json(out.hparams, model_lib.params_to_json(params))
+    paths.write_json(out.hparams, model_lib.params_to_json(params))
 
     # Plain variables: only this process's loop reads them, and every worker counts alike.
     counters = {name: tf.Variable(0, dtype=tf.int64, trainable=False, name=name)
@@ -339,8 +320,8 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
 
     train_fn = tf.function(train_and_average, input_signature=signature)
     eval_fn = tf.function(evaluate_batch, input_signature=signature)
-    train_writer = tf.summary.create_file_writer(os.path.join(out.tensorboard, "train"))
-    eval_writer = tf.summary.create_file_writer(os.path.join(out.tensorboard, "eval"))
+    train_writer = tf.summary.create_file_writer(paths.join(out.tensorboard, "train"))
+    eval_writer = tf.summary.create_file_writer(paths.join(out.tensorboard, "eval"))
     progress = _Progress(log, log_every_steps, total_steps, params.epochs, train_writer)
 
     def save_checkpoint() -> None:
@@ -349,7 +330,7 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
         progress.restart_clock()
 
     # Epochs already completed keep their history; the current one is redone from here.
-    history = [h for h in (_read_json(layout.history) or []) if h["epoch"] <= int(epoch)]
+    history = [h for h in (paths.read_json(layout.history) or []) if h["epoch"] <= int(epoch)]
     steps_this_run, examples_this_run, train_seconds = 0, 0, 0.0
     while int(epoch) < params.epochs and int(step) < total_steps:
         epoch_index = int(epoch)
@@ -388,7 +369,7 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
                 eval_metrics = _evaluate(model, eval_fn, eval_dataset)
         history.append({"epoch": epoch_index + 1, "complete": epoch_complete,
                         "step": int(step), "train": train_metrics, "eval": eval_metrics})
-        _write_json(out.history, history)
+        paths.write_json(out.history, history)
         _write_scalars(eval_writer, int(step), eval_metrics)
         log(f"train: epoch {epoch_index + 1}/{params.epochs} "
             f"{'done' if epoch_complete else 'stopped by max_steps'} at step {int(step)}: "
@@ -431,12 +412,11 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
                   "tensorboard": layout.tensorboard, "vocab": layout.vocab},
     }
     if not worker.is_chief:
-        shutil.rmtree(out.root, ignore_errors=True)
+        paths.rmtree(out.root)
         log(f"train: done at step {int(step)}; the chief writes the model to {model_dir}")
         return summary
-    _write_json(layout.summary, summary)
-    with open(layout.done, "w") as f:
-        f.write(f"{int(step)}\n")
+    paths.write_json(layout.summary, summary)
+    paths.write_text(layout.done, f"{int(step)}\n")
     log(f"train: done at step {int(step)}: eval auc {final_eval['auc']:.4f} log loss "
         f"{final_eval['log_loss']:.4f}; model in {layout.keras_model}")
     return summary

@@ -21,13 +21,13 @@ match. Anything without a counterpart keeps its fresh initialisation, and the re
 
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from trainer import model as model_lib
+from transforms import paths
 
 
 def read_vocabulary(path: str) -> list[bytes]:
@@ -64,7 +64,7 @@ def _copy_rows(target: tf.Variable, source: tf.Variable, new_rows: np.ndarray,
 
 def _load_previous(previous: model_lib.ModelDir, log: Callable[[str], None]):
     """The previous run's model with its optimizer state, and the checkpoint it came from."""
-    if not os.path.exists(os.path.join(previous.keras_model, model_lib.MODEL_SPEC_FILE)):
+    if not paths.exists(paths.join(previous.keras_model, model_lib.MODEL_SPEC_FILE)):
         raise FileNotFoundError(
             f"warm start: {previous.root} is not a finished training run (no "
             f"{previous.keras_model}/{model_lib.MODEL_SPEC_FILE}); pass the model_dir of a "
@@ -86,7 +86,7 @@ def _row_pairs(key: str, old_input: model_lib.ModelInput, new_input: model_lib.M
     """How rows of one id-indexed table pair up, or a reason they cannot."""
     if new_input.vocab_name and old_input.vocab_name:
         old_path = previous.vocab_file(old_input.vocab_name)
-        new_path = os.path.join(vocab_dir, new_input.vocab_name)
+        new_path = paths.join(vocab_dir, new_input.vocab_name)
         for path in (old_path, new_path):
             if not tf.io.gfile.exists(path):
                 raise FileNotFoundError(f"warm start: vocabulary {path} is missing, so the rows "
@@ -116,7 +116,7 @@ def warm_start(model: model_lib.WideDeepModel, from_model_dir: str, vocab_dir: s
     previous = model_lib.ModelDir(from_model_dir)
     old_model, checkpoint = _load_previous(previous, log)
     log(f"warm start: from {from_model_dir} "
-        f"({os.path.basename(checkpoint) if checkpoint else 'final weights'})")
+        f"({paths.basename(checkpoint) if checkpoint else 'final weights'})")
 
     old_variables, new_variables = (model_lib.model_variables(old_model),
                                     model_lib.model_variables(model))

@@ -78,12 +78,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-from pathlib import Path
+import io
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+
+from transforms import paths
 
 COLUMNS = ("day", "user_id", "country", "language", "age_bucket", "device_class",
            "installed_apps", "impression_app", "app_category", "app_age_days", "app_rating",
@@ -459,18 +461,18 @@ def write_log(out_dir: str, *, days: int = 1, rows_per_day: int = 100_000, seed:
     first_date = dt.date.fromisoformat(start_date)
     header = (",".join(COLUMNS) + "\n").encode()
     csv_options = pacsv.WriteOptions(include_header=False, quoting_style="none")
-    paths = []
+    written = []
     for offset in range(days):
         date = first_date + dt.timedelta(days=offset)
         table = simulate_day(world, first_day_index + offset, rows_per_day, date=date).table
-        day_dir = Path(out_dir) / f"day={date.isoformat()}"
-        day_dir.mkdir(parents=True, exist_ok=True)
+        day_dir = paths.join(out_dir, f"day={date.isoformat()}")
+        paths.makedirs(day_dir)
         bounds = np.linspace(0, rows_per_day, shards + 1).astype(int)
         for shard in range(shards):
-            path = day_dir / f"part-{shard:05d}-of-{shards:05d}.csv"
-            with open(path, "wb") as out:
-                out.write(header)
-                pacsv.write_csv(table.slice(bounds[shard], bounds[shard + 1] - bounds[shard]),
-                                out, csv_options)
-            paths.append(str(path))
-    return paths
+            path = paths.join(day_dir, f"part-{shard:05d}-of-{shards:05d}.csv")
+            out = io.BytesIO()
+            out.write(header)
+            pacsv.write_csv(table.slice(bounds[shard], bounds[shard + 1] - bounds[shard]),
+                            out, csv_options)
+            written.append(paths.write_bytes(path, out.getvalue()))
+    return written

@@ -1,0 +1,99 @@
+"""What every widedeep Beam job (transform, score) does around its pipeline.
+
+Output goes to ``<out>.partial`` (a stale one from a killed attempt is cleared first), the
+job's counters become its summary, the dead-letter limit is checked, and only then is the
+partial output promoted with its summary file as the marker written last
+(:func:`transforms.paths.promote`: one rename locally, marker-last copy on GCS).
+
+A Dataflow *template* (``--template_location``) is built and staged, not run: there is no
+job to read counters from and no output yet, so :func:`run` returns None and the caller
+says where the template went.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+from pipeline import io as wd_io
+from transforms import config as cfg
+from transforms import paths
+
+METRICS_NAMESPACE = "widedeep"
+DEAD_LETTER_NAMESPACE = f"{METRICS_NAMESPACE}.dead_letter"
+
+
+class DataJobError(RuntimeError):
+    """The job ran but its output must not be used (no rows, too many dead letters)."""
+
+
+def count_dead_letter(letter: wd_io.DeadLetter) -> str:
+    beam.metrics.Metrics.counter(DEAD_LETTER_NAMESPACE, letter.reason).inc()
+    return letter.to_json()
+
+
+def fresh_partial_dir(output_dir: str) -> str:
+    """``<output_dir>.partial``, emptied: shards of an earlier attempt must never be mixed
+    into this one's output."""
+    partial_dir = str(output_dir).rstrip("/") + ".partial"
+    paths.rmtree(partial_dir)
+    paths.makedirs(partial_dir)
+    return partial_dir
+
+
+def template_location(options: PipelineOptions) -> str | None:
+    return options.view_as(GoogleCloudOptions).template_location
+
+
+def run(pipeline: beam.Pipeline) -> dict[str, dict[str, int]] | None:
+    """Runs the pipeline to the end; returns its counters by namespace, or None when it
+    only built a Dataflow template."""
+    result = pipeline.run()
+    if template_location(pipeline.options):
+        return None
+    result.wait_until_finish()
+    return counters(result)
+
+
+def counters(result) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for counter in result.metrics().query()["counters"]:
+        namespace = counter.key.metric.namespace
+        if namespace.startswith(METRICS_NAMESPACE):
+            value = counter.committed if counter.committed is not None else counter.attempted
+            group = counts.setdefault(namespace, {})
+            group[counter.key.metric.name] = group.get(counter.key.metric.name, 0) + value
+    return counts
+
+
+def dead_letters(counts: dict[str, dict[str, int]]) -> tuple[int, dict[str, int]]:
+    """(rows dead-lettered, by reason) from a job's counters."""
+    by_reason = dict(sorted(counts.get(DEAD_LETTER_NAMESPACE, {}).items()))
+    return sum(by_reason.values()), by_reason
+
+
+def check_dead_letter_limit(stage: str, rows_dead: int, rows_read: int,
+                            dead_by_reason: dict, config: cfg.FeatureConfig, partial_dir: str,
+                            error: type[Exception]) -> None:
+    """Fails a data job whose dead-letter fraction passes validation.max_dead_letter_fraction."""
+    fraction = rows_dead / rows_read if rows_read else 0.0
+    if fraction > config.max_dead_letter_fraction:
+        raise error(
+            f"{stage}: {rows_dead} of {rows_read} rows ({fraction:.2%}) were dead-lettered, "
+            f"over the limit of {config.max_dead_letter_fraction:.2%} "
+            f"(validation.max_dead_letter_fraction in {config.source}); by reason: "
+            f"{dead_by_reason}; see {partial_dir}/dead_letter-*.jsonl")
+
+
+def template_message(stage: str, options: PipelineOptions, output_dir: str) -> str:
+    staging = options.view_as(GoogleCloudOptions).staging_location
+    return (f"{stage}: Dataflow template written to {template_location(options)}"
+            + (f" (pipeline and package staged in {staging})" if staging else "")
+            + f"; nothing ran. Each job started from it writes {output_dir}.partial; "
+              f"see the README's 'On Dataflow' for running it on a schedule")
+
+
+def options_from(pipeline_args: Sequence[str]) -> PipelineOptions:
+    return PipelineOptions(list(pipeline_args))
