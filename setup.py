@@ -28,7 +28,8 @@ setuptools.setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest"],
+        # gcp-storage-emulator: a local GCS for the gs:// tests (tests/gcs.py).
+        "test": ["pytest", "gcp-storage-emulator==2026.7.19"],
         # torch is for the side-by-side training benchmark only, never a runtime dependency.
         "bench": ["torch==2.13.0"],
     },

@@ -46,6 +46,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from transform import merge_results  # bench/transform.py, beside this script  # noqa: E402
+from transforms import paths  # noqa: E402
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
 RESULTS_KEY = "paper_table"
@@ -119,6 +120,9 @@ def split_selection(transform_dir: str, selection_dir: str) -> dict[str, int]:
         counts[split] += 1
     for writer in writers.values():
         writer.close()
+    # Written last, as the transform job does: training reads only a complete output.
+    paths.write_json(os.path.join(selection_dir, data.STATS_FILE),
+                     {"derived_from": transform_dir, "rows_out": counts})
     return counts
 
 

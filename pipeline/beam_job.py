@@ -12,10 +12,9 @@ says where the template went.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import apache_beam as beam
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
+                                                  StandardOptions)
 
 from pipeline import io as wd_io
 from transforms import config as cfg
@@ -41,6 +40,20 @@ def fresh_partial_dir(output_dir: str) -> str:
     paths.rmtree(partial_dir)
     paths.makedirs(partial_dir)
     return partial_dir
+
+
+def check_workers_can_reach(options: PipelineOptions, **named_paths: str) -> None:
+    """On a remote runner the workers read and write; a local path is on no machine of theirs."""
+    runner = str(options.view_as(StandardOptions).runner or "")
+    if "Direct" in runner or "Prism" in runner or not runner:
+        return
+    local = {name: path for name, path in named_paths.items()
+             if path and not paths.is_remote(path)}
+    if local:
+        raise wd_io.InputError(
+            f"{runner}: its workers cannot see local paths: "
+            + ", ".join(f"{name.replace('_', '-')} {path}" for name, path in local.items())
+            + "; use gs:// paths")
 
 
 def template_location(options: PipelineOptions) -> str | None:
@@ -93,7 +106,3 @@ def template_message(stage: str, options: PipelineOptions, output_dir: str) -> s
             + (f" (pipeline and package staged in {staging})" if staging else "")
             + f"; nothing ran. Each job started from it writes {output_dir}.partial; "
               f"see the README's 'On Dataflow' for running it on a schedule")
-
-
-def options_from(pipeline_args: Sequence[str]) -> PipelineOptions:
-    return PipelineOptions(list(pipeline_args))

@@ -287,12 +287,13 @@ def run_score(export_dir: str, input_pattern: str, out_dir: str, *, top_k: int |
     if top_k < 1:
         raise cfg.ConfigError(f"top K must be >= 1, got {top_k} (--top-k, or serving.top_k "
                               f"in {config.source})")
+    options = scoring_options(pipeline_args)
+    beam_job.check_workers_can_reach(options, model=export_dir, input=input_pattern, out=out_dir)
     input_paths = wd_io.match_input(input_pattern)
     log(f"score: {len(input_paths)} input file(s) from {input_pattern}, top {top_k} "
         f"{config.serving.item_column} per {'+'.join(config.serving.query_columns)}")
 
     partial_dir = beam_job.fresh_partial_dir(out_dir)
-    options = scoring_options(pipeline_args)
 
     started = time.time()
     pipeline = beam.Pipeline(options=options)

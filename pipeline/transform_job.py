@@ -186,13 +186,15 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
     if config.split.method == "eval_input" and not eval_input_pattern:
         raise wd_io.InputError(f"{config.source}: split.method = \"eval_input\" needs "
                                "--eval-input GLOB")
+    options = pipeline_options(pipeline_args)
+    beam_job.check_workers_can_reach(options, input=input_pattern,
+                                     eval_input=eval_input_pattern, work_dir=output_dir)
     input_paths = wd_io.match_input(input_pattern)
     eval_paths = wd_io.match_input(eval_input_pattern) if eval_input_pattern else []
     log(f"transform: {len(input_paths)} input file(s) from {input_pattern}"
         + (f", {len(eval_paths)} eval file(s) from {eval_input_pattern}" if eval_paths else ""))
 
     partial_dir = beam_job.fresh_partial_dir(output_dir)
-    options = pipeline_options(pipeline_args)
     temp_location = options.get_all_options().get("temp_location")
 
     started = time.time()

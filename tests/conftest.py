@@ -39,3 +39,30 @@ def transform_output(tmp_path_factory):
                                         transform_dir)
     return types.SimpleNamespace(config=config, transform_dir=transform_dir, stats=stats,
                                  root=str(root))
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory):
+    """A Google Cloud Storage emulator on 127.0.0.1 for the session (tests/gcs.py); skips if it
+    can't start. `.env`: the variables a process needs for gs://; `.create_bucket()`."""
+    from tests import gcs as gcs_harness
+
+    try:
+        server = gcs_harness.Server.start(tmp_path_factory.mktemp("gcs-emulator"))
+    except gcs_harness.StartError as e:
+        pytest.skip(str(e))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def gcs(gcs_server, monkeypatch):
+    """A fresh bucket on the session's emulator, with its env set in os.environ for the test.
+    `.bucket`, `.url(path)` -> gs://bucket/path, `.list(prefix)`, `.env` for subprocesses."""
+    from tests import gcs as gcs_harness
+
+    for key, value in gcs_server.env.items():
+        monkeypatch.setenv(key, value)
+    return gcs_harness.Bucket(gcs_server, gcs_server.create_bucket(), dict(os.environ))

@@ -44,3 +44,19 @@ def test_dataflow_options_given_on_the_command_line_reach_the_runner():
 
 def test_the_direct_runner_is_the_default():
     assert pipeline_options([]).view_as(StandardOptions).runner == "DirectRunner"
+
+
+def test_dataflow_refuses_local_paths_its_workers_cannot_see(tmp_path):
+    import pytest
+
+    from configs import shipped_config
+    from pipeline import io as wd_io
+    from pipeline.transform_job import run_transform
+    from transforms.config import load_config
+
+    args = ["--runner", "DataflowRunner", "--project", "p", "--region", "europe-west1",
+            "--temp_location", "gs://b/tmp"]
+    with pytest.raises(wd_io.InputError, match=r"input /data/\*\.csv.*use gs:// paths"):
+        run_transform(load_config(shipped_config("appstore.toml")), "/data/*.csv",
+                      "gs://b/work/transform", pipeline_args=args)
+    assert not os.path.exists(os.path.join(os.getcwd(), "gs:"))
