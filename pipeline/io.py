@@ -339,6 +339,10 @@ def _header_columns(path: str, raw: bytes, config: cfg.FeatureConfig,
     """The file's column names from its header, checked against the config."""
     header = raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
     names = [n.strip() for n in next(csv.reader([header], delimiter=config.input.delimiter))]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:  # which copy would be read? Neither parser can say, so neither guesses
+        raise InputError(f"{path}: the header names column(s) {repeated} more than once; "
+                         f"each column must appear once")
     expected = list(config.column_names)
     missing = [c for c in expected if c not in names and c not in optional]
     extra = [c for c in names if c not in expected]

@@ -44,12 +44,26 @@ def code_version() -> str:
         return "unknown"
 
 
+def read_record(path: str) -> dict | None:
+    """A run's manifest; None, with one line naming the file, if it cannot be read (a crash
+    on a filesystem that lost the write): that run counts as failed and is redone."""
+    try:
+        record = paths.read_json(path, default={})
+        if not isinstance(record, dict):
+            raise ValueError(f"a JSON {type(record).__name__}, not an object")
+        return record
+    except (OSError, ValueError) as e:
+        LOG.warning("manifest: %s is unreadable (%s: %s); counted as a failed run, redone "
+                    "by the next call for it", path, type(e).__name__, str(e)[:200])
+        return None
+
+
 class Manifest:
-    """The run record, rewritten atomically after every change."""
+    """The run record, rewritten atomically and durably after every change."""
 
     def __init__(self, run_dir: str):
         self.path = paths.join(run_dir, MANIFEST)
-        self.data: dict[str, Any] = paths.read_json(self.path, default={})
+        self.data: dict[str, Any] = read_record(self.path) or {}
 
     def save(self) -> None:
         paths.write_json(self.path, self.data)
@@ -345,7 +359,12 @@ def history(work_dir: str) -> list[dict]:
     """One line per run, oldest first: what was trained, from what, and what serves."""
     rows = []
     for path in paths.glob(paths.join(work_dir, "runs", "*", MANIFEST)):
-        record = paths.read_json(path)
+        record = read_record(path)
+        if record is None:
+            rows.append({"run_id": paths.basename(paths.dirname(path)),
+                         "outcome": "unreadable", "auc": None, "baseline_auc": None,
+                         "warm_start_from": None, "reason": f"{path} cannot be read"})
+            continue
         stages = record.get("stages", {})
         train = stages.get("train", {}).get("result") or {}
         evaluation = stages.get("evaluate", {}).get("result") or {}
@@ -381,7 +400,7 @@ def nightly_run_id(day: str) -> str:
 def processed_days(work_dir: str) -> set[str]:
     days = set()
     for path in paths.glob(paths.join(work_dir, "runs", "day-*", MANIFEST)):
-        if paths.read_json(path).get("finished"):
+        if (read_record(path) or {}).get("finished"):
             days.add(paths.basename(paths.dirname(path))[len("day-"):])
     return days
 

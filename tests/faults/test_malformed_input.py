@@ -54,6 +54,8 @@ def test_non_utf8_bytes_are_dead_lettered(tmp_path):
     (b"", "empty file, expected a header line"),
     (b"user,country,apps,price\nu1,US,a,1\n", r"missing configured column\(s\) \['clicked'\]"),
     (b"user\tcountry\tapps\tprice\tclicked\n", "is input.delimiter"),
+    (b"user,country,apps,price,clicked,country\nu1,US,a,1,1,DE\n",
+     r"names column\(s\) \['country'\] more than once"),
 ])
 def test_unusable_files_are_refused_naming_the_file(tmp_path, content, message):
     path = tmp_path / "broken.csv"
