@@ -162,6 +162,9 @@ def run(config: cfg.FeatureConfig, *, work_dir: str, input_pattern: str | None =
             except StageError as e:
                 LOG.error("run %s failed: %s", run_id, e)
                 return 1
+            except ResumeError as e:
+                LOG.error("error: %s", e)
+                return 2
             finally:
                 _write_report(run_dir)
     except LockedError as e:
@@ -179,11 +182,42 @@ def _write_report(run_dir: str) -> None:
         LOG.warning("report: could not be written (%s: %s)", type(e).__name__, e)
 
 
+class ResumeError(ValueError):
+    """A run id is being resumed with another config or input than it started with."""
+
+
+def _check_resumable(manifest: Manifest, run_id: str, config: cfg.FeatureConfig,
+                     inputs: dict) -> None:
+    """Finished stages are reused only by the run they belong to: same config, same input
+    (else a model built on yesterday's vocabularies would be recorded as today's)."""
+    if not any(stage.get("outcome") == "done"
+               for stage in (manifest.data.get("stages") or {}).values()):
+        return
+    changes = []
+    if manifest.data.get("config_digest") not in (None, config.digest):
+        changes.append(f"the config ({manifest.data.get('config')} digest "
+                       f"{manifest.data['config_digest']} → {config.source} digest "
+                       f"{config.digest})")
+    recorded = manifest.data.get("inputs")
+    if recorded is not None and recorded != inputs:
+        changes += [f"--{key.replace('_', '-')} ({recorded.get(key)!r} → {value!r})"
+                    for key, value in inputs.items() if recorded.get(key) != value]
+    if changes:
+        raise ResumeError(
+            f"run {run_id} was started with another {' and '.join(changes)}; its finished "
+            f"stages cannot be reused. Give a new --run-id, or delete "
+            f"{paths.dirname(manifest.path)} to redo this one")
+
+
 def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, synth_rows,
                 warm_start, ablations, pipeline_args) -> int:
     run_id = paths.basename(run_dir)
     paths.makedirs(run_dir)
     manifest = Manifest(run_dir)
+    raw_dir = paths.join(work_dir, "raw")
+    inputs = {"input": input_pattern or paths.join(raw_dir, "day=*", "*.csv"),
+              "eval_input": eval_input_pattern}
+    _check_resumable(manifest, run_id, config, inputs)
     manifest.data.setdefault("run_id", run_id)
     manifest.data.setdefault("created", _now())
     manifest.data.update(config=config.source, config_digest=config.digest,
@@ -192,17 +226,15 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
     LOG.info("run %s: work dir %s", run_id, work_dir)
 
     if input_pattern is None:
-        raw_dir = paths.join(work_dir, "raw")
-
         def synth():
             from transforms import synthetic
-            paths = synthetic.write_log(raw_dir, days=1, rows_per_day=synth_rows, seed=0)
-            LOG.info("synth: %d rows in %d file(s) → %s", synth_rows, len(paths), raw_dir)
-            return {"rows": synth_rows, "files": len(paths), "dir": raw_dir}
+            written = synthetic.write_log(raw_dir, days=1, rows_per_day=synth_rows, seed=0)
+            LOG.info("synth: %d rows in %d file(s) → %s", synth_rows, len(written), raw_dir)
+            return {"rows": synth_rows, "files": len(written), "dir": raw_dir}
 
         manifest.run_stage("synth", synth)
-        input_pattern = paths.join(raw_dir, "day=*", "*.csv")
-    manifest.data["inputs"] = {"input": input_pattern, "eval_input": eval_input_pattern}
+        input_pattern = inputs["input"]
+    manifest.data["inputs"] = inputs
 
     transform_dir = paths.join(run_dir, "transform")
 

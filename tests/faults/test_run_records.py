@@ -109,3 +109,25 @@ def test_two_processes_racing_for_the_lock_never_both_hold_it(tmp_path):
     doubles, wins = race(str(tmp_path), rounds)
     assert doubles == 0
     assert rounds <= wins <= 2 * rounds  # someone got in every round
+
+
+@pytest.mark.parametrize("change", ["config", "input"])
+def test_resuming_a_run_with_another_config_or_input_is_refused(tmp_path, change):
+    from tests.conftest import tiny_appstore_config
+
+    config = tiny_appstore_config()
+    run_dir = tmp_path / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    record = {"run_id": "r1", "config": config.source, "config_digest": config.digest,
+              "inputs": {"input": "/logs/day=2026-03-01/*.csv", "eval_input": None},
+              "stages": {"transform": {"outcome": "done", "result": {}}}}
+    if change == "config":
+        record["config_digest"] = "0123456789ab"
+    (run_dir / "manifest.json").write_text(json.dumps(record))
+    input_pattern = "/logs/day=2026-03-02/*.csv" if change == "input" else \
+        "/logs/day=2026-03-01/*.csv"
+    code = orchestrate.run(config, work_dir=str(tmp_path), input_pattern=input_pattern,
+                           run_id="r1")
+    assert code == 2
+    after = json.loads((run_dir / "manifest.json").read_text())
+    assert after == record  # nothing recorded over the run's own history
