@@ -130,3 +130,19 @@ def test_publish_versions_increase_keep_k_and_a_crash_before_rename_leaves_nothi
     assert export.publish(export_dir, serving, **kwargs)[0] == 3
     assert export.serving_versions(serving) == [2, 3]  # keep_versions = 2
     assert sorted(os.listdir(serving)) == ["2", "3"]  # the crashed copy was cleaned up
+
+
+def test_junk_in_serving_is_neither_a_version_nor_deleted(trained, tmp_path):
+    """An empty `3/` or a `007/` (TF Serving reads it as 7) is not a version: retention
+    keeps its hands off, and the next version goes past both."""
+    _, _, export_dir, raw_eval = trained
+    serving = tmp_path / "serving"
+    kwargs = dict(keep_versions=1, dry_run_examples=raw_eval.serialized[:20], expected=None,
+                  scratch_dir=str(tmp_path / "scratch"))
+    assert export.publish(export_dir, str(serving), **kwargs)[0] == 1
+    (serving / "3").mkdir()
+    shutil.copytree(export_dir, serving / "007")
+    assert export.serving_versions(str(serving)) == [1]
+    assert export.publish(export_dir, str(serving), **kwargs)[0] == 8
+    assert export.serving_versions(str(serving)) == [8]  # keep_versions = 1
+    assert sorted(os.listdir(serving)) == ["007", "3", "8"]

@@ -15,6 +15,7 @@ rows with nothing but the export).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from transforms import config as cfg
 from transforms import features
 from transforms import paths
 
+LOG = logging.getLogger("widedeep")
 SERVING_DEFAULT = "serving_default"
 PREDICT_RAW = "predict_raw"
 OUTPUT_KEY = "probabilities"
@@ -129,8 +131,24 @@ SAVED_MODEL_FILE = "saved_model.pb"  # what TF Serving needs to load a version: 
 
 
 def serving_versions(serving_root: str) -> list[int]:
-    """Published versions, oldest first (TF Serving ignores any non-integer name)."""
-    return sorted(int(name) for name in paths.listdir(serving_root) if name.isdigit())
+    """Complete published versions, oldest first: a canonical integer name (TF Serving
+    ignores other names, and reads ``007`` as 7) holding ``saved_model.pb``. Anything else
+    (an empty ``3/``, a copy cut short on GCS) is not a version; see :func:`serving_junk`."""
+    return sorted(int(name) for name in paths.listdir(serving_root)
+                  if _canonical_version(name)
+                  and paths.exists(paths.join(serving_root, name, SAVED_MODEL_FILE)))
+
+
+def _canonical_version(name: str) -> bool:
+    return name.isdigit() and name == str(int(name))
+
+
+def serving_junk(serving_root: str) -> list[str]:
+    """Integer-looking entries that are not complete versions: left alone (a person's), but
+    version numbers go past them so TF Serving never mistakes one for a new model."""
+    complete = set(serving_versions(serving_root))
+    return [name for name in paths.listdir(serving_root)
+            if name.isdigit() and not (_canonical_version(name) and int(name) in complete)]
 
 
 def publish(export_dir: str, serving_root: str, *, keep_versions: int, dry_run_examples,
@@ -147,9 +165,18 @@ def publish(export_dir: str, serving_root: str, *, keep_versions: int, dry_run_e
     paths.makedirs(serving_root)
     for name in paths.listdir(serving_root):  # leftovers of a run killed mid-copy
         if name.startswith(PARTIAL_PREFIX):
+            # On GCS the kill may have come during the copy to <N>/: ours, and incomplete.
+            copy = paths.join(serving_root, name[len(PARTIAL_PREFIX):])
+            if not paths.exists(paths.join(copy, SAVED_MODEL_FILE)):
+                paths.rmtree(copy)
             paths.rmtree(paths.join(serving_root, name))
-    versions = serving_versions(serving_root)
-    version = (versions[-1] if versions else 0) + 1
+    junk = serving_junk(serving_root)
+    if junk:
+        LOG.warning("publish: %s in %s %s not a complete version (no %s, or not a plain "
+                    "integer name); left alone, and version numbers go past %s",
+                    ", ".join(junk), serving_root, "is" if len(junk) == 1 else "are",
+                    SAVED_MODEL_FILE, "it" if len(junk) == 1 else "them")
+    version = max([int(name) for name in junk] + serving_versions(serving_root) + [0]) + 1
     partial = paths.join(serving_root, f"{PARTIAL_PREFIX}{version}")
     paths.copytree(export_dir, partial)
     passed, reason = dry_run(partial, dry_run_examples, expected, scratch_dir)
