@@ -71,7 +71,7 @@ def _describe(text: str) -> tuple[dict, str]:
 def _local_lock(work_dir: str, path: str) -> Iterator[None]:
     import fcntl
 
-    os.makedirs(work_dir, exist_ok=True)
+    paths.makedirs(work_dir)
     while True:
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
