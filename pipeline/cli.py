@@ -16,6 +16,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 LOG = logging.getLogger("widedeep")
 
 
+def _count(low: int):
+    """An argparse type for an integer >= low, so a bad flag fails before any work starts."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
+
+
 def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="feature config (TOML)")
 
@@ -28,11 +41,11 @@ def _parser() -> argparse.ArgumentParser:
 
     synth = sub.add_parser("synth", help="write the synthetic app-store impression log")
     synth.add_argument("--out", required=True, help="output dir (day=YYYY-MM-DD/part-*.csv)")
-    synth.add_argument("--days", type=int, default=1)
-    synth.add_argument("--rows-per-day", type=int, default=100_000)
+    synth.add_argument("--days", type=_count(1), default=1)
+    synth.add_argument("--rows-per-day", type=_count(1), default=100_000)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--start-date", default="2026-01-01")
-    synth.add_argument("--shards", type=int, default=4)
+    synth.add_argument("--shards", type=_count(1), default=4)
     synth.add_argument("--first-day-index", type=int, default=0,
                        help="day number in the synthetic world (for one day at a time)")
 
@@ -51,9 +64,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="model type (default: the config's train.model_type)")
     train.add_argument("--warm-start", default="none",
                        help="none, or PATH of a previous model dir")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--max-steps", type=int)
-    train.add_argument("--batch-size", type=int)
+    train.add_argument("--epochs", type=_count(1))
+    train.add_argument("--max-steps", type=_count(0))
+    train.add_argument("--batch-size", type=_count(1))
 
     run = sub.add_parser("run", help="the whole loop: (synth) → transform → train → evaluate → gate → export")
     _add_config(run)
@@ -61,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--eval-input", help="separate eval input glob")
     run.add_argument("--work-dir", required=True)
     run.add_argument("--run-id", help="rerun (resume) a given run id")
-    run.add_argument("--synth-rows", type=int, default=200_000,
+    run.add_argument("--synth-rows", type=_count(1), default=200_000,
                      help="synthetic rows when no --input is given")
     run.add_argument("--ablations", action="store_true",
                      help="also train wide-only and deep-only models for the report")
@@ -79,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--model", required=True, help="an exported model (serving/<version>)")
     score.add_argument("--input", required=True, help="candidate rows glob")
     score.add_argument("--out", required=True, help="output dir")
-    score.add_argument("--top-k", type=int, help="default: the config's serving.top_k")
+    score.add_argument("--top-k", type=_count(1), help="default: the config's serving.top_k")
 
     history = sub.add_parser("history", help="the runs of a work dir and what they blessed")
     history.add_argument("--work-dir", required=True)

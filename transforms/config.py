@@ -409,8 +409,11 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> FeatureCo
     eval_t = root.table("eval")
     slices = eval_t.strings("slices", ())
     for s in slices:
-        if s not in by_name or by_name[s].kind in (IGNORE, MULTIVALENT):
-            raise eval_t.error("slices", f"'{s}' is not a single-valued column")
+        # Slices are read back from the raw eval examples as strings.
+        if s not in by_name or by_name[s].kind not in (CATEGORICAL, KEY):
+            kind = f"a {by_name[s].kind} column" if s in by_name else "not a column"
+            raise eval_t.error("slices", f"'{s}' is {kind}; slices take categorical or key "
+                                         "columns")
     eval_t.finish()
 
     split_t = root.table("split")
@@ -426,8 +429,17 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> FeatureCo
         if split.key not in by_name:
             raise split_t.error("key", f"'{split.key}' is not a column (split.method = \"hash\" "
                                        "needs a key column)")
-    if split.method == "day" and split.day_column not in by_name:
-        raise split_t.error("day_column", f"'{split.day_column}' is not a column")
+        # The split hashes the key's bytes: one string per row.
+        if by_name[split.key].kind not in (CATEGORICAL, KEY):
+            raise split_t.error("key", f"'{split.key}' is a {by_name[split.key].kind} column; "
+                                       "the split key must be a categorical or key column")
+    if split.method == "day":
+        if split.day_column not in by_name:
+            raise split_t.error("day_column", f"'{split.day_column}' is not a column")
+        if by_name[split.day_column].kind in (IGNORE, MULTIVALENT, LABEL):
+            raise split_t.error("day_column", f"'{split.day_column}' is a "
+                                              f"{by_name[split.day_column].kind} column; the day "
+                                              "column must hold one value per row")
     split_t.finish()
 
     validation_t = root.table("validation")
@@ -453,11 +465,39 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> FeatureCo
                          gate=gate, serving=serving)
 
 
+def _at_least(low):
+    return (lambda v: v >= low), f"must be >= {low}"
+
+
+def _above(low):
+    return (lambda v: v > low), f"must be > {low}"
+
+
+# Range rules for the params tables: a value outside them would fail (or silently do
+# nothing useful) only after transform and training, so it is refused at load time.
+PARAM_RULES: dict[type, dict[str, tuple]] = {
+    TrainParams: {
+        "embedding_dim": _at_least(1), "batch_size": _at_least(1), "epochs": _at_least(1),
+        "max_steps": _at_least(0), "checkpoint_every_steps": _at_least(1),
+        "hidden_units": ((lambda v: all(u >= 1 for u in v)), "every layer needs >= 1 unit"),
+        "wide_learning_rate": _above(0), "deep_learning_rate": _above(0),
+        "wide_l1": _at_least(0), "wide_l2": _at_least(0),
+    },
+    GateParams: {
+        "min_auc": ((lambda v: 0 <= v <= 1), "must be between 0 and 1"),
+        "max_calibration_error": _at_least(0),
+    },
+    ServingParams: {"keep_versions": _at_least(1), "top_k": _at_least(1)},
+}
+
+
 def _load_dataclass(t: _Table, cls):
-    """Fills a params dataclass from a table, type-checked against its defaults."""
+    """Fills a params dataclass from a table, type- and range-checked."""
     values = {}
+    rules = PARAM_RULES.get(cls, {})
     for field in dataclasses.fields(cls):
         default = field.default
+        check, why = rules.get(field.name, (None, ""))
         if isinstance(default, tuple):
             value = t.get(field.name, list, None)
             if value is not None:
@@ -465,9 +505,11 @@ def _load_dataclass(t: _Table, cls):
                 if not all(isinstance(v, item_type) and not isinstance(v, bool) for v in value):
                     raise t.error(field.name, f"expected a list of {item_type.__name__}, "
                                               f"got {value!r}")
+                if check is not None and not check(value):
+                    raise t.error(field.name, f"{why} (got {value!r})")
                 values[field.name] = tuple(value)
         elif field.name in t.data:
-            values[field.name] = t.get(field.name, type(default))
+            values[field.name] = t.get(field.name, type(default), check=check, why=why)
     t.finish()
     return dataclasses.replace(cls(), **values)
 
