@@ -233,12 +233,16 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
     paths.write_json(paths.join(partial_dir, STATS_FILE), stats)
     if rows_read == 0:
         raise TransformError(f"transform: no rows in {input_pattern}")
+    # Dead letters first: when every row is malformed, an empty split is only the symptom.
+    if rows_dead == rows_read:
+        raise TransformError(f"transform: all {rows_read} rows were dead-lettered, by reason: "
+                             f"{dead_by_reason}; see {partial_dir}/dead_letter-*.jsonl")
+    beam_job.check_dead_letter_limit("transform", rows_dead, rows_read, dead_by_reason, config,
+                                     partial_dir, TransformError)
     if stats["rows_out"]["train"] == 0 or stats["rows_out"]["eval"] == 0:
         raise TransformError(f"transform: the split left train={stats['rows_out']['train']} "
                              f"eval={stats['rows_out']['eval']} rows; both need rows "
                              f"(check [split] in {config.source})")
-    beam_job.check_dead_letter_limit("transform", rows_dead, rows_read, dead_by_reason, config,
-                                     partial_dir, TransformError)
     paths.promote(partial_dir, output_dir, marker=STATS_FILE)
     log(f"transform: {rows_read} rows in {elapsed:.1f}s ({stats['rows_per_second']:.0f} rows/s): "
         f"train {stats['rows_out']['train']}, eval {stats['rows_out']['eval']}, "
