@@ -64,6 +64,8 @@ class Manifest:
     def __init__(self, run_dir: str):
         self.path = paths.join(run_dir, MANIFEST)
         self.data: dict[str, Any] = read_record(self.path) or {}
+        # Once a stage runs, every later stage runs too: they read what it just rewrote.
+        self._ran_a_stage = False
 
     def save(self) -> None:
         paths.write_json(self.path, self.data)
@@ -71,11 +73,17 @@ class Manifest:
     def stage_done(self, name: str) -> bool:
         return self.data.get("stages", {}).get(name, {}).get("outcome") == "done"
 
-    def run_stage(self, name: str, fn: Callable[[], dict | None]) -> dict:
+    def run_stage(self, name: str, fn: Callable[[], dict | None], output: str = "") -> dict:
+        """Runs a stage, or skips it when this run finished it and its `output` (the file
+        the stage writes last) is still there."""
         stages = self.data.setdefault("stages", {})
-        if self.stage_done(name):
-            LOG.info("%s: already done in this run, skipping", name)
-            return stages[name].get("result") or {}
+        if self.stage_done(name) and not self._ran_a_stage:
+            if not output or paths.exists(output):
+                LOG.info("%s: already done in this run, skipping", name)
+                return stages[name].get("result") or {}
+            LOG.warning("%s: done in this run's record, but its output %s is gone; redoing it "
+                        "and the stages after it", name, output)
+        self._ran_a_stage = True
         record = stages[name] = {"started": _now(), "outcome": "running"}
         self.save()
         started = time.time()
@@ -211,6 +219,10 @@ def _check_resumable(manifest: Manifest, run_id: str, config: cfg.FeatureConfig,
 
 def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, synth_rows,
                 warm_start, ablations, pipeline_args) -> int:
+    from trainer.data import STATS_FILE
+    from trainer.export import SAVED_MODEL_FILE
+    from trainer.model import ModelDir
+
     run_id = paths.basename(run_dir)
     paths.makedirs(run_dir)
     manifest = Manifest(run_dir)
@@ -232,7 +244,7 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
             LOG.info("synth: %d rows in %d file(s) → %s", synth_rows, len(written), raw_dir)
             return {"rows": synth_rows, "files": len(written), "dir": raw_dir}
 
-        manifest.run_stage("synth", synth)
+        manifest.run_stage("synth", synth, output=raw_dir)
         input_pattern = inputs["input"]
     manifest.data["inputs"] = inputs
 
@@ -244,7 +256,8 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
                                            eval_input_pattern=eval_input_pattern,
                                            pipeline_args=pipeline_args, log=LOG.info)
 
-    manifest.run_stage("transform", transform)
+    manifest.run_stage("transform", transform,
+                       output=paths.join(transform_dir, STATS_FILE))
 
     model_dir = paths.join(run_dir, "model")
 
@@ -255,7 +268,7 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
                                 log=LOG.info)
         return {"warm_start_from": warm, **summary}
 
-    manifest.run_stage("train", train)
+    manifest.run_stage("train", train, output=ModelDir(model_dir).done)
 
     export_dir = paths.join(run_dir, "export")
 
@@ -266,7 +279,8 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
         LOG.info("export: candidate SavedModel → %s", export_dir)
         return {"export_dir": export_dir}
 
-    manifest.run_stage("export", export_candidate)
+    manifest.run_stage("export", export_candidate,
+                       output=paths.join(export_dir, SAVED_MODEL_FILE))
 
     eval_dir = paths.join(run_dir, "eval")
     serving_root = paths.join(work_dir, "serving")
@@ -290,7 +304,8 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
                 "candidate": _headline(candidate), "baseline": _headline(baseline),
                 "baseline_version": baseline_version}
 
-    evaluation = manifest.run_stage("evaluate", evaluate)
+    evaluation = manifest.run_stage("evaluate", evaluate,
+                                    output=paths.join(eval_dir, "metrics.json"))
 
     if ablations:
         def train_ablations():
@@ -313,7 +328,8 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
             paths.write_json(paths.join(eval_dir, ABLATIONS_FILE), results)
             return {k: _headline(v) for k, v in results.items()}
 
-        manifest.run_stage("ablations", train_ablations)
+        manifest.run_stage("ablations", train_ablations,
+                           output=paths.join(eval_dir, ABLATIONS_FILE))
 
     def decide():
         from pipeline import gate
@@ -323,7 +339,7 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
         paths.write_json(paths.join(eval_dir, "gate.json"), decision.to_json())
         return decision.to_json()
 
-    decision = manifest.run_stage("gate", decide)
+    decision = manifest.run_stage("gate", decide, output=paths.join(eval_dir, "gate.json"))
     manifest.data["gate"] = decision
 
     if decision["blessed"]:

@@ -110,6 +110,15 @@ def test_dry_run_rejects_an_export_missing_its_vocabulary_assets(trained, tmp_pa
     assert reason
 
 
+def another_run(export_dir, tmp_path, number):
+    """The export as another run's: publishing the same export twice gives one version."""
+    copy = tmp_path / f"export-of-run-{number}"
+    shutil.copytree(export_dir, copy)
+    metadata = copy / export.EXTRA_DIR / export.METADATA_FILE
+    metadata.write_text(metadata.read_text().replace("{", f'{{"run_id": "run {number}", ', 1))
+    return str(copy)
+
+
 def test_publish_versions_increase_keep_k_and_a_crash_before_rename_leaves_nothing(
         trained, tmp_path):
     _, _, export_dir, raw_eval = trained
@@ -117,8 +126,8 @@ def test_publish_versions_increase_keep_k_and_a_crash_before_rename_leaves_nothi
     examples = raw_eval.serialized[:20]
     kwargs = dict(keep_versions=2, dry_run_examples=examples, expected=None,
                   scratch_dir=str(tmp_path / "scratch"))
-    assert export.publish(export_dir, serving, **kwargs)[0] == 1
-    assert export.publish(export_dir, serving, **kwargs)[0] == 2
+    assert export.publish(another_run(export_dir, tmp_path, 1), serving, **kwargs)[0] == 1
+    assert export.publish(another_run(export_dir, tmp_path, 2), serving, **kwargs)[0] == 2
 
     def crash(partial_dir):
         assert os.path.isdir(partial_dir)
@@ -127,7 +136,7 @@ def test_publish_versions_increase_keep_k_and_a_crash_before_rename_leaves_nothi
     with pytest.raises(KeyboardInterrupt):
         export.publish(export_dir, serving, before_rename=crash, **kwargs)
     assert export.serving_versions(serving) == [1, 2]  # no version 3, whole or partial
-    assert export.publish(export_dir, serving, **kwargs)[0] == 3
+    assert export.publish(another_run(export_dir, tmp_path, 3), serving, **kwargs)[0] == 3
     assert export.serving_versions(serving) == [2, 3]  # keep_versions = 2
     assert sorted(os.listdir(serving)) == ["2", "3"]  # the crashed copy was cleaned up
 
@@ -143,6 +152,6 @@ def test_junk_in_serving_is_neither_a_version_nor_deleted(trained, tmp_path):
     (serving / "3").mkdir()
     shutil.copytree(export_dir, serving / "007")
     assert export.serving_versions(str(serving)) == [1]
-    assert export.publish(export_dir, str(serving), **kwargs)[0] == 8
+    assert export.publish(another_run(export_dir, tmp_path, 2), str(serving), **kwargs)[0] == 8
     assert export.serving_versions(str(serving)) == [8]  # keep_versions = 1
     assert sorted(os.listdir(serving)) == ["007", "3", "8"]

@@ -14,6 +14,7 @@ rows with nothing but the export).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -151,6 +152,28 @@ def serving_junk(serving_root: str) -> list[str]:
             if name.isdigit() and not (_canonical_version(name) and int(name) in complete)]
 
 
+def export_identity(export_dir: str) -> str:
+    """What makes two exports the same model: graph, variable checksums (the index holds a
+    CRC of every tensor) and widedeep's metadata (its run id, source model dir)."""
+    digest = hashlib.sha256()
+    for name in (SAVED_MODEL_FILE, "variables/variables.index",
+                 f"{EXTRA_DIR}/{METADATA_FILE}"):
+        path = paths.join(export_dir, name)
+        digest.update(name.encode() + b"\0")
+        digest.update(paths.read_bytes(path) if paths.exists(path) else b"-")
+    return digest.hexdigest()
+
+
+def already_published(export_dir: str, serving_root: str) -> int:
+    """The version that already serves this export, or 0: a run killed after its publish
+    but before its record said so must not publish the same model again on rerun."""
+    identity = export_identity(export_dir)
+    for version in reversed(serving_versions(serving_root)):
+        if export_identity(paths.join(serving_root, str(version))) == identity:
+            return version
+    return 0
+
+
 def publish(export_dir: str, serving_root: str, *, keep_versions: int, dry_run_examples,
             expected: np.ndarray | None, scratch_dir: str, before_rename=None) -> tuple[int, str]:
     """Copies an export into serving as the next version, only if its dry run passes.
@@ -159,8 +182,8 @@ def publish(export_dir: str, serving_root: str, *, keep_versions: int, dry_run_e
     dry-run there (so what was checked is byte for byte what serves), and is then put in
     place: locally in one atomic rename; on GCS by a copy with ``saved_model.pb`` as the
     last object, so a TF Serving poll during the copy finds no loadable model yet, never
-    half of one. Returns (version, reason); version 0 means the dry run failed and serving
-    is untouched.
+    half of one. Publishing an export that already serves returns its version. Returns
+    (version, reason); version 0 means the dry run failed and serving is untouched.
     """
     paths.makedirs(serving_root)
     for name in paths.listdir(serving_root):  # leftovers of a run killed mid-copy
@@ -170,6 +193,10 @@ def publish(export_dir: str, serving_root: str, *, keep_versions: int, dry_run_e
             if not paths.exists(paths.join(copy, SAVED_MODEL_FILE)):
                 paths.rmtree(copy)
             paths.rmtree(paths.join(serving_root, name))
+    version = already_published(export_dir, serving_root)
+    if version:
+        return version, (f"already serving as version {version} (published before its run's "
+                         "record was saved); not copied again")
     junk = serving_junk(serving_root)
     if junk:
         LOG.warning("publish: %s in %s %s not a complete version (no %s, or not a plain "

@@ -131,3 +131,39 @@ def test_resuming_a_run_with_another_config_or_input_is_refused(tmp_path, change
     assert code == 2
     after = json.loads((run_dir / "manifest.json").read_text())
     assert after == record  # nothing recorded over the run's own history
+
+
+def test_a_done_stage_whose_output_is_gone_is_redone_with_every_stage_after_it(tmp_path):
+    """An interrupted run whose transform/ was deleted (to free disk, or by a cleanup job)
+    used to skip the transform on rerun and fail in train forever."""
+    run_dir = tmp_path / "runs" / "night"
+    outputs = {name: tmp_path / name / "marker" for name in ("synth", "transform", "train")}
+    ran = []
+
+    def stage(name):
+        def fn():
+            ran.append(name)
+            outputs[name].parent.mkdir(exist_ok=True)
+            outputs[name].write_text("done")
+            return {"stage": name}
+        return fn
+
+    first = orchestrate.Manifest(str(run_dir))
+    for name in ("synth", "transform", "train"):
+        first.run_stage(name, stage(name), output=str(outputs[name]))
+    first.data["stages"]["export"] = {"outcome": "failed"}  # the night stopped here
+    first.save()
+
+    ran.clear()
+    again = orchestrate.Manifest(str(run_dir))
+    for name in ("synth", "transform", "train"):
+        again.run_stage(name, stage(name), output=str(outputs[name]))
+    assert ran == []  # outputs all there: nothing redone
+
+    outputs["transform"].unlink()
+    again = orchestrate.Manifest(str(run_dir))
+    for name in ("synth", "transform", "train"):
+        again.run_stage(name, stage(name), output=str(outputs[name]))
+    # train's own output was still there, but it was built on the transform just redone.
+    assert ran == ["transform", "train"]
+    assert outputs["transform"].exists()
