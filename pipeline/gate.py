@@ -111,6 +111,14 @@ def decide(candidate: Mapping[str, float], baseline: Mapping[str, float] | None,
         (passes if ok else failures).append(text_ok if ok else text_fail)
 
     auc, loss, calibration = candidate["auc"], candidate["log_loss"], candidate["calibration"]
+    examples, positive_rate = candidate.get("examples"), candidate.get("positive_rate")
+    if examples == 0 or positive_rate in (0.0, 1.0):
+        what = ("no examples" if examples == 0 else
+                f"only {'positive' if positive_rate == 1.0 else 'negative'} examples "
+                f"({examples} rows)")
+        return Decision(False, f"the eval split has {what}, so AUC and calibration are "
+                               "undefined and the candidate cannot be judged; check [split] "
+                               "or the eval input", ())
     if not all(np.isfinite([auc, loss, calibration])):
         return Decision(False, f"candidate metrics are not finite (AUC {auc}, log loss {loss}, "
                                f"calibration {calibration})", ())

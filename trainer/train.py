@@ -149,8 +149,20 @@ def _evaluate(model: model_lib.WideDeepModel, eval_fn, dataset) -> dict[str, flo
     # are summed across them when read outside a step.
     metrics = {m.name: float(m.result()) for m in model.metrics}
     metrics["examples"] = int(model.positive_rate.count.read_value())
+    if metrics["positive_rate"] in (0.0, 1.0):  # Keras says 0.0; AUC needs both classes
+        metrics["auc"] = float("nan")
     model.reset_metrics()
     return metrics
+
+
+def _auc_text(metrics: dict) -> str:
+    if metrics["auc"] == metrics["auc"]:
+        return f"{metrics['auc']:.4f}"
+    return f"n/a (the eval split has only {_one_class(metrics['positive_rate'])})"
+
+
+def _one_class(positive_rate: float) -> str:
+    return ("positive" if positive_rate == 1.0 else "negative") + " examples"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,7 +385,7 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
         _write_scalars(eval_writer, int(step), eval_metrics)
         log(f"train: epoch {epoch_index + 1}/{params.epochs} "
             f"{'done' if epoch_complete else 'stopped by max_steps'} at step {int(step)}: "
-            f"eval auc {eval_metrics['auc']:.4f} log loss {eval_metrics['log_loss']:.4f} "
+            f"eval auc {_auc_text(eval_metrics)} log loss {eval_metrics['log_loss']:.4f} "
             f"accuracy {eval_metrics['accuracy']:.4f} ({eval_metrics['examples']:,} examples); "
             f"train log loss {train_metrics['log_loss']:.4f}")
         if epoch_complete:
@@ -417,6 +429,6 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
         return summary
     paths.write_json(layout.summary, summary)
     paths.write_text(layout.done, f"{int(step)}\n")
-    log(f"train: done at step {int(step)}: eval auc {final_eval['auc']:.4f} log loss "
+    log(f"train: done at step {int(step)}: eval auc {_auc_text(final_eval)} log loss "
         f"{final_eval['log_loss']:.4f}; model in {layout.keras_model}")
     return summary
