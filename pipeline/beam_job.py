@@ -12,6 +12,8 @@ says where the template went.
 
 from __future__ import annotations
 
+import re
+
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
                                                   StandardOptions)
@@ -63,11 +65,34 @@ def template_location(options: PipelineOptions) -> str | None:
 def run(pipeline: beam.Pipeline) -> dict[str, dict[str, int]] | None:
     """Runs the pipeline to the end; returns its counters by namespace, or None when it
     only built a Dataflow template."""
-    result = pipeline.run()
-    if template_location(pipeline.options):
-        return None
-    result.wait_until_finish()
+    try:
+        result = pipeline.run()
+        if template_location(pipeline.options):
+            return None
+        result.wait_until_finish()
+    except Exception as e:
+        input_error = _input_error_in(e)
+        if input_error is None:
+            raise
+        raise input_error from None
     return counters(result)
+
+
+_INPUT_ERROR_LINE = re.compile(r"^(?:pipeline\.io\.)?InputError: (.+?)"
+                               r"(?: \[while running '[^\n]*'\])?$", re.M)
+
+
+def _input_error_in(error: BaseException) -> wd_io.InputError | None:
+    """The reader's InputError (a file the config cannot read) behind Beam's wrapping: in
+    process it is chained; from worker processes and Dataflow it arrives as text only."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, wd_io.InputError):
+            match = _INPUT_ERROR_LINE.search(f"InputError: {seen}")
+            return wd_io.InputError(match.group(1) if match else str(seen))
+        seen = seen.__cause__ or seen.__context__
+    matches = _INPUT_ERROR_LINE.findall(str(error))
+    return wd_io.InputError(matches[-1]) if matches else None
 
 
 def counters(result) -> dict[str, dict[str, int]]:

@@ -11,6 +11,7 @@ label); they are then read as missing values. Every other configured column must
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import csv
 import dataclasses
@@ -18,7 +19,7 @@ import gzip
 import json
 import math
 import zlib
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -206,6 +207,55 @@ def _open_text_source(path: str):
             yield raw
 
 
+UTF8_BOM = b"\xef\xbb\xbf"  # Excel's "CSV UTF-8" starts every file with one
+
+
+def _csv_lines(handle, spec: cfg.InputSpec):
+    """(line number, raw line) of a CSV file's header and rows: banner lines, comments and a
+    byte-order mark left out."""
+    comment = spec.comment_prefix.encode()
+    for line_number, raw in enumerate(iter(handle.readline, b""), start=1):
+        if line_number == 1:
+            raw = raw.removeprefix(UTF8_BOM)
+        if line_number <= spec.skip_lines or (comment and raw.startswith(comment)):
+            continue
+        yield line_number, raw
+
+
+def check_headers(input_paths: Sequence[str], config: cfg.FeatureConfig,
+                  optional: Sequence[str] = (), threads: int = 16) -> None:
+    """Checks every file's header (CSV) or schema (Parquet) against the config before a job
+    starts: a file the config cannot read is an InputError naming it, raised here in one
+    line rather than from inside a Beam worker. Reads a few bytes per file (the Parquet
+    footer), in parallel for object stores."""
+    if config.input.format == "tfrecord":
+        return  # no header: every record is checked as a row
+    check = _check_parquet_schema if config.input.format == "parquet" else _check_csv_header
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(threads, len(input_paths)))) as pool:
+        for _ in pool.map(lambda path: check(path, config, optional), input_paths):
+            pass
+
+
+def _check_csv_header(path: str, config: cfg.FeatureConfig, optional: Sequence[str]) -> None:
+    if not config.input.header:
+        return
+    with _open_text_source(path) as handle:
+        try:
+            for _, raw in _csv_lines(handle, config.input):
+                _header_columns(path, raw, config, optional)
+                return
+        except (EOFError, OSError, zlib.error) as e:
+            raise InputError(f"{path}: unreadable before its header (truncated or corrupt "
+                             f"file?): {e}") from None
+    raise InputError(f"{path}: empty file, expected a header line")
+
+
+def _check_parquet_schema(path: str, config: cfg.FeatureConfig,
+                          optional: Sequence[str]) -> None:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        _checked_parquet(path, handle, config, optional)
+
+
 def _csv_chunks(path: str, config: cfg.FeatureConfig, optional: Sequence[str] = ()):
     """Yields lists of up to ROWS_PER_BATCH (line_number, raw bytes) data lines of a CSV file."""
     spec = config.input
@@ -214,12 +264,8 @@ def _csv_chunks(path: str, config: cfg.FeatureConfig, optional: Sequence[str] = 
         file_columns = None if spec.header else list(config.column_names)
         columns_from_first_row = not spec.header and bool(optional)
         chunk: list[tuple[int, bytes]] = []
-        comment = spec.comment_prefix.encode()
         try:
-            for raw in iter(handle.readline, b""):
-                line_number += 1
-                if line_number <= spec.skip_lines or (comment and raw.startswith(comment)):
-                    continue
+            for line_number, raw in _csv_lines(handle, spec):
                 if file_columns is None:
                     file_columns = _header_columns(path, raw, config, optional)
                     continue
@@ -372,26 +418,10 @@ def _headerless_columns(raw: bytes, config: cfg.FeatureConfig,
 
 
 def _parquet_rows(path: str, config: cfg.FeatureConfig, optional: Sequence[str] = ()):
-    import pyarrow.parquet as pq
-
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        try:
-            parquet = pq.ParquetFile(handle)
-        except Exception as e:
-            raise InputError(f"{path}: not a readable Parquet file: {e}") from None
+        parquet = _checked_parquet(path, handle, config, optional)
         names = parquet.schema_arrow.names
-        missing = [c for c in config.column_names if c not in names and c not in optional]
-        if missing:
-            raise InputError(f"{path}: Parquet file lacks configured column(s) {missing}; "
-                             f"it has {names}")
         present = [c for c in config.column_names if c in names]
-        for c in config.columns:
-            if c.kind == cfg.IGNORE or c.name not in names:
-                continue
-            arrow_type = parquet.schema_arrow.field(c.name).type
-            if not _parquet_type_fits(c.kind, arrow_type):
-                raise InputError(f"{path}: column '{c.name}' is {arrow_type}, which does not "
-                                 f"fit a {c.kind} column")
         row = 0
         for batch in parquet.iter_batches(batch_size=ROWS_PER_BATCH, columns=present):
             columns = [batch.column(c).to_pylist() if c in names else [None] * batch.num_rows
@@ -399,6 +429,29 @@ def _parquet_rows(path: str, config: cfg.FeatureConfig, optional: Sequence[str] 
             for fields in zip(*columns):
                 row += 1
                 yield row, list(fields), _repr_row(config, fields), "", ""
+
+
+def _checked_parquet(path: str, handle, config: cfg.FeatureConfig, optional: Sequence[str]):
+    """The open ParquetFile, its schema checked against the config."""
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(handle)
+    except Exception as e:
+        raise InputError(f"{path}: not a readable Parquet file: {e}") from None
+    names = parquet.schema_arrow.names
+    missing = [c for c in config.column_names if c not in names and c not in optional]
+    if missing:
+        raise InputError(f"{path}: Parquet file lacks configured column(s) {missing}; "
+                         f"it has {names}")
+    for c in config.columns:
+        if c.kind == cfg.IGNORE or c.name not in names:
+            continue
+        arrow_type = parquet.schema_arrow.field(c.name).type
+        if not _parquet_type_fits(c.kind, arrow_type):
+            raise InputError(f"{path}: column '{c.name}' is {arrow_type}, which does not "
+                             f"fit a {c.kind} column")
+    return parquet
 
 
 def _parquet_type_fits(kind: str, arrow_type: pa.DataType) -> bool:

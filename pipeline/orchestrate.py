@@ -63,12 +63,40 @@ class Manifest:
 
     def __init__(self, run_dir: str):
         self.path = paths.join(run_dir, MANIFEST)
+        self.reserve_path = paths.join(run_dir, RESERVE_FILE)
         self.data: dict[str, Any] = read_record(self.path) or {}
         # Once a stage runs, every later stage runs too: they read what it just rewrote.
         self._ran_a_stage = False
 
     def save(self) -> None:
         paths.write_json(self.path, self.data)
+
+    def reserve(self) -> None:
+        """Sets aside disk space for the record's last word: a stage that fails because the
+        disk is full must still be recorded as failed, not left "running"."""
+        if not paths.is_remote(self.path) and not paths.exists(self.reserve_path):
+            paths.write_bytes(self.reserve_path, os.urandom(RESERVE_BYTES))  # not sparse
+
+    def release_reserve(self) -> None:
+        _release_reserve(paths.dirname(self.path))
+
+    def save_failure(self) -> None:
+        """Saves a failure, freeing the reserve if the disk is full; never raises (the
+        stage's own error is the one to report)."""
+        try:
+            self.save()
+            return
+        except OSError as e:
+            error = e
+        if paths.exists(self.reserve_path):
+            self.release_reserve()
+            try:
+                self.save()
+                return
+            except OSError as e:
+                error = e
+        LOG.error("run record: could not save %s (%s); it still says the stage is running",
+                  self.path, error)
 
     def stage_done(self, name: str) -> bool:
         return self.data.get("stages", {}).get(name, {}).get("outcome") == "done"
@@ -92,7 +120,7 @@ class Manifest:
         except Exception as e:
             record.update(ended=_now(), outcome="failed", error=f"{type(e).__name__}: {e}",
                           seconds=round(time.time() - started, 2))
-            self.save()
+            self.save_failure()
             raise StageError(name, e) from e
         record.update(ended=_now(), outcome="done", seconds=round(time.time() - started, 2),
                       result=result)
@@ -173,11 +201,30 @@ def run(config: cfg.FeatureConfig, *, work_dir: str, input_pattern: str | None =
             except ResumeError as e:
                 LOG.error("error: %s", e)
                 return 2
+            except OSError as e:  # the run's own records or dirs (disk full, read-only)
+                LOG.error("run %s failed: %s", run_id, _os_error_text(e))
+                return 1
             finally:
+                _release_reserve(run_dir)
                 _write_report(run_dir)
     except LockedError as e:
         LOG.error("%s", e)
         return EXIT_LOCKED
+    except OSError as e:  # the lock itself: a read-only or missing mount
+        LOG.error("run %s: cannot use the work dir %s: %s", run_id, work_dir, _os_error_text(e))
+        return 1
+
+
+def _release_reserve(run_dir: str) -> None:
+    path = paths.join(run_dir, RESERVE_FILE)
+    try:
+        paths.remove(path)
+    except OSError as e:
+        LOG.warning("run record: could not remove %s (%s)", path, e)
+
+
+def _os_error_text(e: OSError) -> str:
+    return f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e)
 
 
 def _write_report(run_dir: str) -> None:
@@ -235,6 +282,7 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
     manifest.data.update(config=config.source, config_digest=config.digest,
                          code_version=code_version())
     manifest.save()
+    manifest.reserve()
     LOG.info("run %s: work dir %s", run_id, work_dir)
 
     if input_pattern is None:
@@ -377,6 +425,8 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
     return 0
 
 
+RESERVE_FILE = ".reserve"
+RESERVE_BYTES = 256 * 1024  # the manifest is a few kB; room for it many times over
 DRY_RUN_EXAMPLES = 1000
 PROBABILITIES_FILE = "candidate_probabilities.npy"
 ABLATIONS_FILE = "ablations.json"

@@ -42,6 +42,21 @@ from transforms import config as cfg
 from transforms import paths
 
 LOG = logging.getLogger("widedeep")
+
+
+def _fix_beam_memory_probe() -> None:
+    """Beam 2.77 imports ``resource`` together with a torch-only module, so without torch
+    RunInference warns "Resource module is not available" on every batch; the module is
+    there on every POSIX host."""
+    import resource
+
+    from apache_beam.ml.inference import base
+
+    if getattr(base, "resource", None) is None:
+        base.resource = resource
+
+
+_fix_beam_memory_probe()
 SUMMARY_FILE = "summary.json"
 TOP_K_PREFIX = "top_k"
 METRICS_NAMESPACE = beam_job.METRICS_NAMESPACE
@@ -290,6 +305,7 @@ def run_score(export_dir: str, input_pattern: str, out_dir: str, *, top_k: int |
     options = scoring_options(pipeline_args)
     beam_job.check_workers_can_reach(options, model=export_dir, input=input_pattern, out=out_dir)
     input_paths = wd_io.match_input(input_pattern)
+    wd_io.check_headers(input_paths, scoring_config(config), optional=(config.label.column,))
     log(f"score: {len(input_paths)} input file(s) from {input_pattern}, top {top_k} "
         f"{config.serving.item_column} per {'+'.join(config.serving.query_columns)}")
 

@@ -191,6 +191,7 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
                                      eval_input=eval_input_pattern, work_dir=output_dir)
     input_paths = wd_io.match_input(input_pattern)
     eval_paths = wd_io.match_input(eval_input_pattern) if eval_input_pattern else []
+    wd_io.check_headers(input_paths + eval_paths, config)
     log(f"transform: {len(input_paths)} input file(s) from {input_pattern}"
         + (f", {len(eval_paths)} eval file(s) from {eval_input_pattern}" if eval_paths else ""))
 
@@ -255,3 +256,7 @@ def quiet_beam_logs() -> None:
     """Beam and TF log every bundle and graph at INFO/WARNING; people want our lines."""
     for name in ("apache_beam", "tensorflow", "absl", "tensorflow_transform", "tfx_bsl"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # A failing DoFn is logged with its traceback by the worker, then raised again to the
+    # driver, which reports it in one line (pipeline.beam_job.run): log it once, not thrice.
+    for name in ("apache_beam.runners.common", "apache_beam.runners.worker.sdk_worker"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)

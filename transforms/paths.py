@@ -161,17 +161,29 @@ def write_bytes(path: str, data: bytes) -> str:
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
                                dir=directory)
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; others (TF Serving) read these
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(e, OSError) and not e.filename:  # ENOSPC from write() names no file
+            raise OSError(e.errno, e.strerror, path) from None
         raise
     _fsync_dir(directory)
     return path
+
+
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
 
 
 def _fsync_dir(directory: str) -> None:
