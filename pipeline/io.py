@@ -18,6 +18,7 @@ import dataclasses
 import gzip
 import json
 import math
+import re
 import zlib
 from typing import Any, Iterable, Sequence
 
@@ -81,6 +82,11 @@ def arrow_schema(config: cfg.FeatureConfig) -> pa.Schema:
     return pa.schema(fields)
 
 
+# A number as CSV writers mean it, and as Arrow's string-to-float cast reads it: ASCII
+# digits, an optional sign, point and exponent ("nan"/"inf" are caught as not finite).
+PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
 class RowValidator:
     """Turns one row's fields (in config column order) into typed values, or says why not."""
 
@@ -112,6 +118,12 @@ class RowValidator:
                 if field is None or field == "" or field in self.missing:
                     values.append(column.default)
                     continue
+                if isinstance(field, str) and not PLAIN_NUMBER.fullmatch(field):
+                    # float() also takes "1_000", Arabic-Indic or full-width digits: not what
+                    # a CSV means by a number (and not what the Arrow fast path accepts).
+                    if field.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+                        return None, "not_finite", f"column '{column.name}': {field!r} is not finite"
+                    return None, "not_a_number", f"column '{column.name}': {field!r} is not a number"
                 try:
                     number = float(field)
                 except (TypeError, ValueError):
@@ -138,8 +150,9 @@ class RowValidator:
                     tokens = [str(t) for t in field]
                 else:
                     tokens = str(field).split(column.separator)
-                values.append([t.strip() if self.strip else t for t in tokens
-                               if t and t not in self.missing])
+                # Stripped before filtering, as the fast path does: "a| |b" is ["a", "b"].
+                tokens = [t.strip() if self.strip else t for t in tokens]
+                values.append([t for t in tokens if t and t not in self.missing])
             else:
                 text = "" if field is None else str(field)
                 values.append("" if text in self.missing else text)

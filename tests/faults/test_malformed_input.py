@@ -11,7 +11,7 @@ import pytest
 from pipeline import io as wd_io
 from transforms.config import parse_config
 from tests.test_config import MINIMAL
-from tests.test_io import HEADER, config_for, read_file
+from tests.test_io import HEADER, column, config_for, read_file
 
 GOOD_ROWS = ["u1,US,a;b,1.5,1", "u2,DE,,2,0", "u3,FR,c,3,0"]
 BAD_ROWS = {
@@ -23,6 +23,11 @@ BAD_ROWS = {
     "empty label": ("u9,US,a,3,", "empty_label"),
     "label outside the configured values": ("u9,US,a,3,maybe", "unknown_label"),
     "a field of a megabyte": ("u9," + "X" * 1_000_000 + ",a,3,1", "field_too_long"),
+    # float() takes these; a CSV user does not mean them as numbers (nor does Arrow).
+    "digits grouped with underscores": ("u9,US,a,1_000,1", "not_a_number"),
+    "Arabic-Indic digits": ("u9,US,a,\u0661\u0662,1", "not_a_number"),
+    "full-width digits": ("u9,US,a,\uff11\uff12,1", "not_a_number"),
+    "Infinity spelled out": ("u9,US,a,Infinity,1", "not_finite"),
 }
 
 
@@ -105,3 +110,36 @@ def test_config_whose_columns_do_not_match_the_data_is_refused(tmp_path):
     path.write_text(HEADER + GOOD_ROWS[0] + "\n")
     with pytest.raises(wd_io.InputError, match=r"more-columns.toml.*missing configured column\(s\) \['os'\]"):
         read_file(config, path)
+
+
+def read_rows(tmp_path, name, lines):
+    path = tmp_path / name
+    path.write_text(HEADER + "\n".join(lines) + "\n", encoding="utf-8")
+    batches, dead = read_file(config_for(), path)
+    return batches, dead
+
+
+def test_fast_and_slow_paths_read_the_same_rows_the_same_way(tmp_path):
+    """A chunk with one bad row is read row by row; its good rows must come out exactly as
+    the column-wise fast path gives them (a whitespace-only token, odd number forms)."""
+    good = ["u1,US,a; ;b,+.5e-3,1", "u2,DE, ; c ;,5.,0", "u3,FR,;;,-0,0", "u4,US,d, 12 ,1"]
+    fast, _ = read_rows(tmp_path, "clean.csv", good)
+    slow, dead = read_rows(tmp_path, "one-bad.csv", good + ["u9,US,a,cheap,1"])
+    assert len(dead) == 1
+    for name in ("user", "country", "apps", "price", "clicked"):
+        assert column(slow, name) == column(fast, name), name
+    assert column(fast, "apps") == [[b"a", b"b"], [b"c"], [], [b"d"]]
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_a_utf8_byte_order_mark_before_the_first_line_is_not_data(tmp_path, header):
+    """Excel's "CSV UTF-8" starts the file with EF BB BF."""
+    path = tmp_path / "excel.csv"
+    first = HEADER if header else ""
+    path.write_bytes(b"\xef\xbb\xbf" + (first + "u1,US,a,1.5,1\nu2,DE,b,2,0\n").encode())
+    keys = {} if header else {"header": False,
+                               "columns": ["user", "country", "apps", "price", "clicked"]}
+    batches, dead = read_file(config_for(**keys), path)
+    assert dead == []
+    assert column(batches, "user") == [[b"u1"], [b"u2"]]
+    wd_io.check_headers([str(path)], config_for(**keys))  # the up-front check agrees
