@@ -47,6 +47,8 @@ class ServingModule(tf.Module):
         self.tft_layer = tft_output.transform_features_layer()
         self._example_spec = features.serving_feature_spec(config)
         self._multivalent = [c.name for c in config.feature_columns if c.kind == cfg.MULTIVALENT]
+        self._numeric_defaults = {c.name: c.default for c in config.feature_columns
+                                  if c.kind == cfg.NUMERIC}
         raw_specs = {}
         for name, spec in self._example_spec.items():
             if name in self._multivalent:
@@ -59,7 +61,14 @@ class ServingModule(tf.Module):
         self.serve_raw = tf.function(self._serve_raw, input_signature=[raw_specs])
 
     def _predict(self, raw_features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        transformed = self.tft_layer(dict(raw_features))
+        raw_features = dict(raw_features)
+        # Training never sees NaN or ±inf (the reader dead-letters them); quantile buckets
+        # would put them in the top bucket. At serving they count as missing: the default.
+        for name, default in self._numeric_defaults.items():
+            values = raw_features[name]
+            raw_features[name] = tf.where(tf.math.is_finite(values), values,
+                                          tf.constant(default, values.dtype))
+        transformed = self.tft_layer(raw_features)
         probabilities = self.model(transformed, training=False)
         return {OUTPUT_KEY: tf.reshape(probabilities, [-1])}
 
