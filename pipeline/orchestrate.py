@@ -161,7 +161,8 @@ def resolve_warm_start(work_dir: str, current_run: str, setting: str = "auto") -
     serving_root = paths.join(work_dir, "serving")
     for version in reversed(export.serving_versions(serving_root)):
         try:
-            model_dir = export.read_metadata(paths.join(serving_root, str(version)))["model_dir"]
+            model_dir = export.source_model_dir(
+                export.read_metadata(paths.join(serving_root, str(version))), work_dir)
         except (OSError, ValueError, KeyError) as e:
             LOG.warning("warm start: serving version %d has no readable metadata (%s); "
                         "trying an older one", version, e)
@@ -323,7 +324,7 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
     def export_candidate():
         from trainer import export
         export.export_model(config, model_dir, transform_dir, export_dir,
-                            metadata={"run_id": run_id})
+                            metadata={"run_id": run_id}, work_dir=work_dir)
         LOG.info("export: candidate SavedModel → %s", export_dir)
         return {"export_dir": export_dir}
 

@@ -109,6 +109,9 @@ def test_first_night_blesses_version_1_and_records_every_stage(three_nights):
     assert record["stages"]["transform"]["result"]["rows_in"] == ROWS_PER_DAY
     assert record["inputs"]["input"].endswith(f"day={DAYS[0]}/*.csv")
     assert os.path.exists(os.path.join(work_dir, "serving", "1", "saved_model.pb"))
+    with open(os.path.join(work_dir, "serving", "1", "assets.extra", "widedeep.json")) as f:
+        metadata = json.load(f)  # found again in a copied or moved work dir
+    assert metadata["model_dir_in_work_dir"] == f"runs/day-{DAYS[0]}/model"
 
 
 def test_each_night_warm_starts_from_the_model_blessed_the_night_before(three_nights):

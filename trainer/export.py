@@ -36,6 +36,7 @@ OUTPUT_KEY = "probabilities"
 EXTRA_DIR = "assets.extra"
 METADATA_FILE = "widedeep.json"
 CONFIG_FILE = "config.toml"
+MODEL_DIR_IN_WORK_DIR = "model_dir_in_work_dir"
 
 
 class ServingModule(tf.Module):
@@ -87,8 +88,14 @@ class ServingModule(tf.Module):
 
 
 def export_model(config: cfg.FeatureConfig, model_dir: str, transform_dir: str,
-                 export_dir: str, metadata: Mapping | None = None) -> str:
-    """Writes the serving SavedModel of a trained model dir to `export_dir`."""
+                 export_dir: str, metadata: Mapping | None = None,
+                 work_dir: str | None = None) -> str:
+    """Writes the serving SavedModel of a trained model dir to `export_dir`.
+
+    The metadata names the source model dir (warm start reads it) absolutely, and, when it
+    is inside `work_dir`, relative to it too: a work dir copied or moved elsewhere then
+    warm-starts from its own models, not from those at the old place.
+    """
     import tensorflow_transform as tft
     from trainer.train import load_trained_model
 
@@ -98,12 +105,22 @@ def export_model(config: cfg.FeatureConfig, model_dir: str, transform_dir: str,
     tf.saved_model.save(module, export_dir, signatures=module.signatures())
     extra = paths.join(export_dir, EXTRA_DIR)
     paths.makedirs(extra)
+    source = {"model_dir": paths.absolute(model_dir)}
+    in_work_dir = paths.relative_to(model_dir, work_dir) if work_dir else None
+    if in_work_dir:
+        source[MODEL_DIR_IN_WORK_DIR] = in_work_dir
     paths.write_json(paths.join(extra, METADATA_FILE),
-                     {"model_dir": paths.absolute(model_dir), "config_digest": config.digest,
-                      **(metadata or {})})
+                     {**source, "config_digest": config.digest, **(metadata or {})})
     if paths.exists(config.source):
         paths.copy(config.source, paths.join(extra, CONFIG_FILE))
     return export_dir
+
+
+def source_model_dir(metadata: Mapping, work_dir: str) -> str:
+    """The model dir an export came from, found in `work_dir` when it was recorded there."""
+    if metadata.get(MODEL_DIR_IN_WORK_DIR):
+        return paths.join(work_dir, *metadata[MODEL_DIR_IN_WORK_DIR].split("/"))
+    return metadata["model_dir"]
 
 
 def read_metadata(export_dir: str) -> dict:

@@ -55,6 +55,14 @@ def absolute(path: str) -> str:
     return str(path) if is_remote(path) else os.path.abspath(path)
 
 
+def relative_to(path: str, root: str) -> str | None:
+    """`path` relative to `root` ("runs/a/model"), or None when it is not under it."""
+    path, root = absolute(path).rstrip("/"), absolute(root).rstrip("/")
+    if not path.startswith(root + "/"):
+        return None
+    return path[len(root) + 1:]
+
+
 def basename(path: str) -> str:
     return posixpath.basename(str(path).rstrip("/"))
 

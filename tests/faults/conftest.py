@@ -23,7 +23,8 @@ def two_blessed_versions(transform_output, tmp_path_factory):
         train(config, transform_output.transform_dir, model_dir, log=lambda *_: None,
               params=dataclasses.replace(config.train, max_steps=5, seed=version))
         export_dir = export.export_model(config, model_dir, transform_output.transform_dir,
-                                         str(work_dir / f"export{version}"))
+                                         str(work_dir / f"export{version}"),
+                                         work_dir=str(work_dir))
         os.makedirs(serving, exist_ok=True)
         shutil.copytree(export_dir, os.path.join(serving, str(version)))
     return str(work_dir), raw_eval
