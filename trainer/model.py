@@ -6,7 +6,7 @@ the paper's section 3:
 
 - **wide**: a generalized linear model over the one-hot ids and cross-product ids the config
   marks wide, one ``[cardinality, 1]`` weight table per feature (a multivalent feature sums
-  its rows), a scalar weight per numeric feature; trained with FTRL and L1/L2.
+  its rows), a weight per quantile bucket of a numeric feature; trained with FTRL and L1/L2.
 - **deep**: an embedding per categorical feature (mean of the rows for a multivalent one),
   concatenated with the [0, 1] numeric features, then ReLU layers; trained with AdaGrad.
 
@@ -52,7 +52,10 @@ class ModelInput:
     kind: str                 # cfg.CATEGORICAL, cfg.MULTIVALENT or cfg.NUMERIC
     wide: bool
     deep: bool
-    cardinality: int = 0      # categorical ids lie in [0, cardinality)
+    # Categorical ids lie in [0, cardinality). A numeric feature in the wide part with a
+    # cardinality reads its quantile bucket there, one weight per bucket (the indicator
+    # columns of a hand-written logistic regression); 0 (models from before): one weight.
+    cardinality: int = 0
     vocab_name: str = ""      # "" for hashed and numeric features
     oov_buckets: int = 0      # trailing rows of the table that are OOV buckets, not tokens
 
@@ -92,7 +95,9 @@ def model_inputs(config: cfg.FeatureConfig, tft_output) -> tuple[ModelInput, ...
         else:
             _expect_spec(config, name, feature_spec, tf.float32, var_len=False)
             inputs.append(ModelInput(name=name, kind=cfg.NUMERIC, wide=name in wide,
-                                     deep=name in deep))
+                                     deep=name in deep,
+                                     cardinality=config.column(name).quantile_buckets
+                                     if name in wide else 0))
     return tuple(inputs)
 
 
@@ -114,6 +119,13 @@ def _lookup(table: tf.Variable, ids, combiner: str) -> tf.Tensor:
     return tf.gather(table, ids)
 
 
+def numeric_bucket(unit_values: tf.Tensor, buckets: int) -> tf.Tensor:
+    """The quantile bucket back from its [0, 1] value (the transform maps bucket i of n to
+    i / (n - 1), exactly)."""
+    ids = tf.cast(tf.round(tf.reshape(unit_values, [-1]) * float(buckets - 1)), tf.int64)
+    return tf.clip_by_value(ids, 0, buckets - 1)
+
+
 class WideLinear(keras.layers.Layer):
     """The wide part: a linear model over sparse ids (one-hot and crosses) and numerics."""
 
@@ -128,7 +140,7 @@ class WideLinear(keras.layers.Layer):
         # FTRL's sparsity comes from starting at zero (as the canned linear model does).
         self.tables = {
             f.name: self.add_weight(name=f.name, initializer="zeros",
-                                    shape=[f.cardinality if f.is_categorical else 1, 1])
+                                    shape=[f.cardinality or 1, 1])
             for f in self._inputs}
         self.bias = self.add_weight(name="bias", shape=[1], initializer="zeros")
         super().build(input_shape)
@@ -139,6 +151,8 @@ class WideLinear(keras.layers.Layer):
             values = features[f.name]
             if f.is_categorical:
                 terms.append(_lookup(self.tables[f.name], values, combiner="sum"))
+            elif f.cardinality:
+                terms.append(tf.gather(self.tables[f.name], numeric_bucket(values, f.cardinality)))
             else:
                 terms.append(tf.reshape(values, [-1, 1]) * self.tables[f.name][0])
         return tf.add_n(terms) + self.bias
@@ -327,6 +341,33 @@ def initial_accumulator(batch_size: int) -> float:
     return SUMMED_LOSS_INITIAL_ACCUMULATOR / batch_size ** 2
 
 
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """`rate` reached linearly over the first `steps` optimizer steps, then constant.
+
+    Why: with the small accumulator prior (:func:`initial_accumulator`) AdaGrad's first
+    update is close to ``rate * sign(gradient)`` on every coordinate. On embeddings that is
+    the point (a rare id learns as fast as a frequent one), but on a 1024-wide ReLU layer all
+    its weights move by the full rate together: measured on the Criteo-shaped log, the log
+    loss of step 2 was 181 (the app-store log: 4.1, against 0.31 for a constant guess), then
+    recovered. Ramping the rate over 100 steps removes the spike (the first 50 steps stay
+    below the step-1 loss on both) without the cost of a large prior, which turns AdaGrad
+    into plain SGD (app-store AUC 0.761 instead of 0.780). The schedule reads the optimizer's
+    step counter, which checkpoints keep, so a resumed run continues it exactly.
+    """
+
+    def __init__(self, rate: float, steps: int):
+        self.rate, self.steps = float(rate), int(steps)
+
+    def __call__(self, step):
+        if self.steps <= 0:
+            return tf.constant(self.rate)
+        ramp = tf.minimum(1.0, (tf.cast(step, tf.float32) + 1.0) / float(self.steps))
+        return self.rate * ramp
+
+    def get_config(self):
+        return {"rate": self.rate, "steps": self.steps}
+
+
 def make_optimizers(params: cfg.TrainParams) -> dict[str, keras.optimizers.Optimizer]:
     """The paper's optimizers: FTRL with L1/L2 for the wide part, AdaGrad for the deep part."""
     accumulator = initial_accumulator(params.batch_size)
@@ -336,7 +377,8 @@ def make_optimizers(params: cfg.TrainParams) -> dict[str, keras.optimizers.Optim
                                     l2_regularization_strength=params.wide_l2,
                                     initial_accumulator_value=accumulator,
                                     name="wide_ftrl"),
-        DEEP: keras.optimizers.Adagrad(learning_rate=params.deep_learning_rate,
+        DEEP: keras.optimizers.Adagrad(learning_rate=LinearWarmup(params.deep_learning_rate,
+                                                                  params.deep_warmup_steps),
                                        initial_accumulator_value=accumulator,
                                        name="deep_adagrad"),
     }

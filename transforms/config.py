@@ -118,6 +118,10 @@ class TrainParams:
     wide_l1: float = 0.001
     wide_l2: float = 0.0001
     deep_learning_rate: float = 0.05  # AdaGrad
+    # The deep learning rate rises linearly over the first steps: AdaGrad's first step is
+    # about the full rate on every weight of the tower at once (its accumulators start
+    # near zero), which threw the logits to ±100s (log loss 180 at step 2) before.
+    deep_warmup_steps: int = 100
     checkpoint_every_steps: int = 200
     seed: int = 42
 
@@ -481,7 +485,7 @@ PARAM_RULES: dict[type, dict[str, tuple]] = {
         "max_steps": _at_least(0), "checkpoint_every_steps": _at_least(1),
         "hidden_units": ((lambda v: all(u >= 1 for u in v)), "every layer needs >= 1 unit"),
         "wide_learning_rate": _above(0), "deep_learning_rate": _above(0),
-        "wide_l1": _at_least(0), "wide_l2": _at_least(0),
+        "wide_l1": _at_least(0), "wide_l2": _at_least(0), "deep_warmup_steps": _at_least(0),
     },
     GateParams: {
         "min_auc": ((lambda v: 0 <= v <= 1), "must be between 0 and 1"),
