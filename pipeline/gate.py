@@ -103,8 +103,12 @@ class Decision:
 
 
 def decide(candidate: Mapping[str, float], baseline: Mapping[str, float] | None,
-           gate: cfg.GateParams) -> Decision:
-    """Absolute thresholds always; relative ones when a blessed baseline exists."""
+           gate: cfg.GateParams, train_positive_rate: float | None = None) -> Decision:
+    """Absolute thresholds always; relative ones when a blessed baseline exists.
+
+    `train_positive_rate` (the label mean the model was trained on) goes into a calibration
+    failure's reason: an eval day with fewer positives than the train days miscalibrates a
+    good model, and a person must be able to tell that from a broken one."""
     failures, passes = [], []
 
     def check(ok: bool, text_ok: str, text_fail: str) -> None:
@@ -125,9 +129,16 @@ def decide(candidate: Mapping[str, float], baseline: Mapping[str, float] | None,
     check(auc >= gate.min_auc, f"AUC {auc:.4f} >= {gate.min_auc}",
           f"AUC {auc:.4f} < minimum {gate.min_auc}")
     error = abs(calibration - 1.0)
+    rates = ""
+    if train_positive_rate and positive_rate is not None:
+        rates = (f" (positive rate {positive_rate:.3f} in eval vs {train_positive_rate:.3f} "
+                 "in train")
+        drift = abs(positive_rate / train_positive_rate - 1.0)
+        rates += (f": the eval data's rate moved {drift:.0%}; drift, not necessarily a "
+                  "broken model)" if drift > gate.max_calibration_error / 2 else ")")
     check(error <= gate.max_calibration_error,
           f"calibration {calibration:.3f} within 1 ± {gate.max_calibration_error}",
-          f"calibration {calibration:.3f} outside 1 ± {gate.max_calibration_error}")
+          f"calibration {calibration:.3f} outside 1 ± {gate.max_calibration_error}{rates}")
     if baseline is not None:
         b_auc, b_loss = baseline["auc"], baseline["log_loss"]
         check(auc >= b_auc - gate.max_auc_drop,

@@ -317,7 +317,7 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
                                 log=LOG.info)
         return {"warm_start_from": warm, **summary}
 
-    manifest.run_stage("train", train, output=ModelDir(model_dir).done)
+    trained = manifest.run_stage("train", train, output=ModelDir(model_dir).done)
 
     export_dir = paths.join(run_dir, "export")
 
@@ -383,7 +383,8 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
     def decide():
         from pipeline import gate
         result = paths.read_json(evaluation["metrics_file"])
-        decision = gate.decide(result["candidate"], result["baseline"], config.gate)
+        decision = gate.decide(result["candidate"], result["baseline"], config.gate,
+                               train_positive_rate=trained.get("train_positive_rate"))
         LOG.info("gate: %s: %s", "BLESSED" if decision.blessed else "REJECTED", decision.reason)
         paths.write_json(paths.join(eval_dir, "gate.json"), decision.to_json())
         return decision.to_json()

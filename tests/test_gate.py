@@ -58,6 +58,11 @@ def test_relative_thresholds_give_readable_reasons():
     assert gate.decide(metrics_of(0.7110, 0.301), baseline, GATE).blessed  # within epsilon
     miscalibrated = gate.decide(metrics_of(0.8, 0.2, calibration=1.4), baseline, GATE)
     assert not miscalibrated.blessed and "calibration 1.400 outside 1 ± 0.1" in miscalibrated.reason
+    drifted = gate.decide({**metrics_of(0.8, 0.2, calibration=1.31), "positive_rate": 0.17},
+                          baseline, GATE, train_positive_rate=0.223)
+    assert not drifted.blessed
+    assert ("calibration 1.310 outside 1 ± 0.1 (positive rate 0.170 in eval vs 0.223 in "
+            "train: the eval data's rate moved 24%; drift" in drifted.reason)
     nan = gate.decide(metrics_of(float("nan")), baseline, GATE)
     assert not nan.blessed and "not finite" in nan.reason
 

@@ -417,6 +417,9 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
         "examples_per_second": (round(examples_this_run / train_seconds, 1)
                                 if train_seconds else None),
         "final_eval": final_eval,
+        # The last epoch's mean label: beside the eval positive rate it tells drift from a
+        # broken model when calibration fails.
+        "train_positive_rate": history[-1]["train"].get("positive_rate") if history else None,
         "warm_start": warm_report,
         "params": model_lib.params_to_json(params),
         "paths": {"keras_model": layout.keras_model, "checkpoint": manager.latest_checkpoint,
