@@ -630,6 +630,44 @@ class SplitTrainEval(beam.PTransform):
         return parts.train, parts.eval
 
 
+VALIDATION_SALT = b"validation\0"  # independent of the train/eval split's hash
+
+
+class HoldOut(beam.PTransform):
+    """Train record batches → (fit, validation): a deterministic `fraction` of the rows,
+    by the hash of the split key when there is one (a user's rows stay together), else of
+    the row's single-valued fields."""
+
+    def __init__(self, config: cfg.FeatureConfig, fraction: float):
+        super().__init__()
+        self.fraction = fraction
+        key = config.split.key
+        self.key_columns = ([key] if key else
+                            [c.name for c in config.raw_columns if c.kind != cfg.MULTIVALENT])
+
+    def expand(self, batches):
+        fraction, key_columns = self.fraction, self.key_columns
+        masks = batches | "MaskByRowHash" >> beam.Map(
+            lambda b: (b, hash_fraction(VALIDATION_SALT + k for k in _row_keys(b, key_columns))
+                       < fraction))
+        parts = masks | "Route" >> beam.FlatMap(_route).with_outputs("eval", main="train")
+        return parts.train, parts.eval
+
+
+def _row_keys(batch: pa.RecordBatch, columns: Sequence[str]) -> list[bytes]:
+    import pyarrow.compute as pc
+
+    values = []
+    for column in columns:
+        flat = batch.column(column).flatten()
+        if not pa.types.is_large_binary(flat.type):  # numbers and the label: their text
+            flat = pc.cast(pc.cast(flat, pa.large_string()), pa.large_binary())
+        values.append(flat)
+    if len(values) == 1:
+        return values[0].to_pylist()
+    return pc.binary_join_element_wise(*values, pa.scalar(b"\x1f", pa.large_binary())).to_pylist()
+
+
 def _scalars(batch: pa.RecordBatch, column: str) -> list:
     return batch.column(column).flatten().to_pylist()
 

@@ -341,10 +341,12 @@ def _curves_plot(history: list[dict], train_scalars: dict[str, dict[int, float]]
     for ax, metric, title in zip(fig.subplots(1, 2), ("log_loss", "auc"), ("log loss", "AUC")):
         ax.plot(*_train_curve(history, train_scalars, metric), "o-", markersize=3,
                 label="train (running mean over the epoch)")
-        eval_points = [(h["step"], h["eval"][metric]) for h in history
-                       if metric in h.get("eval", {})]
-        if eval_points:
-            ax.plot(*zip(*eval_points), "s--", markersize=7, label="eval (end of epoch)")
+        for split, style, label in (("validation", "^-.", "validation (picks the epoch)"),
+                                    ("eval", "s--", "eval (end of epoch)")):
+            points = [(h["step"], h[split][metric]) for h in history
+                      if metric in (h.get(split) or {})]
+            if points:
+                ax.plot(*zip(*points), style, markersize=7, label=label)
         for h in history[:-1]:
             ax.axvline(h["step"], color="grey", linewidth=0.6, linestyle=":")
         ax.set_title(title)
@@ -550,10 +552,12 @@ def _history_table(history: list[dict]) -> str:
         return _num(h.get(split, {}).get(metric))
 
     rows = [[str(h.get("epoch")) + ("" if h.get("complete", True) else " (cut by max_steps)"),
-             _count(h.get("step")), value(h, "train", "log_loss"), value(h, "eval", "log_loss"),
-             value(h, "train", "auc"), value(h, "eval", "auc")] for h in history]
-    return _table(["epoch", "step", "train log loss", "eval log loss", "train AUC", "eval AUC"],
-                  rows, "lrrrrr")
+             _count(h.get("step")), value(h, "train", "log_loss"),
+             value(h, "validation", "log_loss"), value(h, "eval", "log_loss"),
+             value(h, "train", "auc"), value(h, "validation", "auc"), value(h, "eval", "auc")]
+            for h in history]
+    return _table(["epoch", "step", "train log loss", "validation log loss", "eval log loss",
+                   "train AUC", "validation AUC", "eval AUC"], rows, "lrrrrrrr")
 
 
 def _evaluated_models(run: _Run, ablations: dict[str, dict]) -> list[tuple[str, dict]]:

@@ -153,6 +153,12 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_pat
         dead = (dead, eval_dead) | "AllDeadLetters" >> beam.Flatten()
     else:
         train_rows, eval_rows = rows | "SplitTrainEval" >> wd_io.SplitTrainEval(config.split)
+    validation_rows = None
+    if config.split.validation_fraction:
+        train_rows, validation_rows = train_rows | "HoldOutValidation" >> wd_io.HoldOut(
+            config, config.split.validation_fraction)
+        validation_rows = validation_rows | "CountValidation" >> beam.Map(
+            _count_rows("rows_validation"))
     train_rows = train_rows | "CountTrain" >> beam.Map(_count_rows("rows_train"))
     eval_rows = eval_rows | "CountEval" >> beam.Map(_count_rows("rows_eval"))
 
@@ -164,6 +170,13 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_pat
     transformed_eval, _ = (
         ((eval_rows, adapter), transform_fn)
         | "TransformEval" >> tft_beam.TransformDataset(output_record_batches=True))
+
+    if validation_rows is not None:
+        transformed_validation, _ = (
+            ((validation_rows, adapter), transform_fn)
+            | "TransformValidation" >> tft_beam.TransformDataset(output_record_batches=True))
+        _ = transformed_validation | "WriteValidation" >> WriteExamples(
+            paths.join(output_dir, "validation"))
 
     _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(output_dir)
     _ = transformed_train | "WriteTrain" >> WriteExamples(paths.join(output_dir, "train"))
@@ -219,7 +232,8 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
         "eval_input": eval_input_pattern,
         "input_files": len(input_paths) + len(eval_paths),
         "rows_in": rows_read,
-        "rows_out": {"train": main.get("rows_train", 0), "eval": main.get("rows_eval", 0)},
+        "rows_out": {"train": main.get("rows_train", 0), "eval": main.get("rows_eval", 0),
+                     "validation": main.get("rows_validation", 0)},
         "rows_dead_lettered": rows_dead,
         "dead_letter_by_reason": dead_by_reason,
         "dead_letter_fraction": rows_dead / rows_read if rows_read else 0.0,
@@ -246,7 +260,8 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
                              f"(check [split] in {config.source})")
     paths.promote(partial_dir, output_dir, marker=STATS_FILE)
     log(f"transform: {rows_read} rows in {elapsed:.1f}s ({stats['rows_per_second']:.0f} rows/s): "
-        f"train {stats['rows_out']['train']}, eval {stats['rows_out']['eval']}, "
+        f"train {stats['rows_out']['train']}, validation {stats['rows_out']['validation']}, "
+        f"eval {stats['rows_out']['eval']}, "
         f"dead-lettered {rows_dead}" + (f" {dead_by_reason}" if rows_dead else "")
         + f" → {output_dir}")
     return stats

@@ -8,7 +8,6 @@ Each dataset goes through the real transform job once, on a sample of a few thou
 
 import csv
 import glob
-import json
 import os
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import tensorflow as tf
 from configs import shipped_config
 from pipeline import datasets
 from pipeline import transform_job
-from pipeline.io import hash_fraction
+from pipeline.io import VALIDATION_SALT, hash_fraction
 from transforms import config as cfg
 from transforms.features import CROSS_SEPARATOR
 
@@ -205,8 +204,10 @@ def test_census_transform_reads_adult_as_released(adult_dir, tmp_path):
 
     # Every row of adult.data kept (its first line is data); adult.test's banner is a
     # comment (input.comment_prefix), not a row: nothing dead-lettered.
-    assert stats["rows_out"] == {"train": ADULT_TRAIN_SAMPLE_ROWS,
-                                 "eval": ADULT_TEST_SAMPLE_LINES - 1}
+    rows_out = stats["rows_out"]
+    assert rows_out["train"] + rows_out["validation"] == ADULT_TRAIN_SAMPLE_ROWS
+    assert rows_out["eval"] == ADULT_TEST_SAMPLE_LINES - 1
+    assert 0.05 < rows_out["validation"] / ADULT_TRAIN_SAMPLE_ROWS < 0.15  # carved from train
     assert stats["rows_dead_lettered"] == 0
     # adult.test's labels end with a dot and still count.
     positives = sum(line.rstrip().endswith(">50K.") for line in test_head)
@@ -234,7 +235,12 @@ def test_movielens_transform_splits_by_rating(movielens_csv, tmp_path):
     rows = list(csv.DictReader(sample))
     in_eval = hash_fraction(r[config.split.key].encode() for r in rows) < \
         config.split.eval_fraction
-    assert stats["rows_out"] == {"train": int((~in_eval).sum()), "eval": int(in_eval.sum())}
+    in_validation = ~in_eval & (hash_fraction(
+        VALIDATION_SALT + r[config.split.key].encode() for r in rows)
+        < config.split.validation_fraction)
+    assert stats["rows_out"] == {"train": int((~in_eval & ~in_validation).sum()),
+                                 "validation": int(in_validation.sum()),
+                                 "eval": int(in_eval.sum())}
     assert 0.05 < stats["rows_out"]["eval"] / MOVIELENS_SAMPLE_ROWS < 0.15
     genres = _read_vocab(out, "vocab_movie_genres")
     assert "Children's" in genres and "Drama" in genres and len(genres) <= 19

@@ -83,6 +83,8 @@ def history():
     def epoch(n, train_loss, eval_loss, train_auc, eval_auc):
         return {"epoch": n, "complete": True, "step": 70 * n,
                 "train": {"log_loss": train_loss, "auc": train_auc, "accuracy": 0.9},
+                "validation": {"log_loss": eval_loss + 0.01, "auc": eval_auc - 0.01,
+                               "accuracy": 0.9, "examples": 900},
                 "eval": {"log_loss": eval_loss, "auc": eval_auc, "accuracy": 0.9,
                          "examples": 1000}}
     return [epoch(1, 0.33, 0.32, 0.61, 0.66), epoch(2, 0.31, 0.305, 0.68, 0.69)]
@@ -171,7 +173,8 @@ def test_report_of_a_rejected_run_explains_the_decision(tmp_path):
     assert ["vocab_country", "19", "1", "2", "1"] in rows
     assert f"From {PREVIOUS_MODEL} (ckpt-70)." in text
     assert "wide/cross_country_app: hash buckets changed (1000 -> 2000)" in text
-    assert ["2", "140", "0.3100", "0.3050", "0.6800", "0.6900"] in rows
+    # the validation holdout beside train and eval, epoch by epoch
+    assert ["2", "140", "0.3100", "0.3150", "0.3050", "0.6800", "0.6800", "0.6900"] in rows
     # evaluation: every model as a column, candidate minus baseline
     candidate, baseline = metrics["candidate"], metrics["baseline"]
     assert ["metric", "candidate", "baseline (serving v3)", "wide-only", "deep-only",

@@ -275,3 +275,44 @@ def test_a_killed_run_resumes_from_its_checkpoint_step(transform_output, tmp_pat
     for metric in ("log_loss", "auc"):
         assert summary["final_eval"][metric] == pytest.approx(
             uninterrupted["final_eval"][metric], rel=1e-4)
+
+
+def test_early_stopping_rule_counts_complete_epochs_after_the_best():
+    def epoch(n, loss, complete=True):
+        return {"epoch": n, "complete": complete, "validation": {"log_loss": loss}}
+    history = [epoch(1, 0.50), epoch(2, 0.45), epoch(3, 0.46), epoch(4, 0.45)]
+    assert train_lib._best_epoch(history)["epoch"] == 2  # the first of equals
+    assert not train_lib._early_stop(history[:3], patience=2)
+    assert train_lib._early_stop(history, patience=2)
+    assert not train_lib._early_stop(history, patience=0)  # off
+    assert not train_lib._early_stop(history[:3] + [epoch(4, 0.47, complete=False)], 2)
+    assert train_lib._best_epoch([{"epoch": 1, "complete": True}]) is None  # no holdout
+
+
+def test_early_stopping_keeps_the_best_epochs_weights(transform_output, tmp_path):
+    """A rate high enough to overfit these 4,000 rows after one epoch: training stops one
+    epoch later and the model it leaves is epoch 1's, not the last one's."""
+    params = _params(transform_output, epochs=6, early_stopping_patience=1,
+                     deep_learning_rate=0.5, wide_learning_rate=0.5)
+    model_dir = str(tmp_path / "model")
+    lines = []
+    summary = train_lib.train(transform_output.config, transform_output.transform_dir,
+                              model_dir, params=params, log=lines.append)
+    history = json.load(open(os.path.join(model_dir, "history.json")))
+    losses = [h["validation"]["log_loss"] for h in history]
+    best = summary["best_epoch"]
+    assert losses[best - 1] == min(losses) and summary["stopped_early"]
+    assert len(history) == best + 1 < params.epochs  # stopped one epoch after the best
+    assert any(f"keeping epoch {best}'s weights" in line for line in lines)
+    assert summary["final_eval"] == history[best - 1]["eval"]
+    # The saved model is the best epoch's: it scores eval as that epoch did.
+    model = train_lib.load_trained_model(model_dir)
+    labels, probabilities = [], []
+    for features, batch_labels in _eval_batches(transform_output, n=1000):
+        probabilities.append(model(features, training=False).numpy().ravel())
+        labels.append(batch_labels.numpy().ravel())
+    from pipeline import gate
+    loss = gate.log_loss(np.concatenate(labels), np.concatenate(probabilities))
+    assert abs(loss - history[best - 1]["eval"]["log_loss"]) < 1e-4
+    assert abs(loss - history[-1]["eval"]["log_loss"]) > 1e-4
+    assert not os.path.exists(os.path.join(model_dir, "best_model"))  # cleaned up after DONE

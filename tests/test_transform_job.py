@@ -37,7 +37,8 @@ def tiny_config(tmp_path, **split):
     data["crosses"][0] = {"columns": ["apps", "country"], "vocab_min_count": 1}
     data["crosses"].append({"columns": ["price", "country"], "vocab_min_count": 1})
     data["model"]["wide"].append("price_x_country")
-    data["split"] = split or {"method": "eval_input"}
+    # No validation holdout unless asked: these tests count the train rows.
+    data["split"] = {"validation_fraction": 0.0, **(split or {"method": "eval_input"})}
     data["validation"] = {"max_dead_letter_fraction": 0.5}
     return parse_config(data, str(tmp_path / "tiny.toml"))
 
@@ -160,7 +161,7 @@ def test_bad_rows_dead_lettered_with_reason_and_good_rows_all_kept(job):
     assert stats["rows_dead_lettered"] == n_bad
     assert stats["dead_letter_by_reason"] == {
         reason: line.count(b"\n") for reason, line in BAD_ROWS.items()}
-    assert stats["rows_out"] == {"train": GOOD_TRAIN_ROWS + 1, "eval": 3}
+    assert stats["rows_out"] == {"train": GOOD_TRAIN_ROWS + 1, "validation": 0, "eval": 3}
     assert len(read_examples(os.path.join(out, "train-*.tfrecord.gz"))) == GOOD_TRAIN_ROWS + 1
     assert len(read_examples(os.path.join(out, "eval-*.tfrecord.gz"))) == 3
     letters = [json.loads(line) for path in glob.glob(os.path.join(out, "dead_letter-*.jsonl"))
@@ -241,3 +242,29 @@ def test_input_glob_matching_nothing_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="no files match"):
         transform_job.run_transform(config, str(tmp_path / "nothing" / "*.csv"),
                                     str(tmp_path / "out"))
+
+
+def test_a_validation_holdout_is_carved_from_train_by_key(tmp_path):
+    """Rows of one user never straddle train and validation, and the same rows are held out
+    on every run."""
+    os.makedirs(tmp_path / "in")
+    header = b"user,country,apps,price,clicked\n"
+    lines = [f"u{i % 60},{COUNTRIES[i % 10]},{APPS[i % 10]},{i + 1},{i % 2}\n".encode()
+             for i in range(600)]
+    (tmp_path / "in" / "part-0.csv").write_bytes(header + b"".join(lines))
+    config = tiny_config(tmp_path, method="hash", key="user", eval_fraction=0.2,
+                         validation_fraction=0.25)
+    runs = []
+    for name in ("a", "b"):
+        out = str(tmp_path / name)
+        stats = transform_job.run_transform(config, str(tmp_path / "in" / "*.csv"), out)
+        runs.append(stats)
+    assert runs[0]["rows_out"] == runs[1]["rows_out"]
+    rows_out = runs[0]["rows_out"]
+    assert sum(rows_out.values()) == 600
+    assert 0.1 < rows_out["validation"] / (rows_out["train"] + rows_out["validation"]) < 0.4
+    # Every user's 10 rows land in one split.
+    assert all(count % 10 == 0 for count in rows_out.values())
+    for name in ("a", "b"):
+        assert len(read_examples(os.path.join(tmp_path / name, "validation-*.tfrecord.gz"))) \
+            == rows_out["validation"]

@@ -19,6 +19,7 @@ from transforms import paths
 
 TRAIN = "train"
 EVAL = "eval"
+VALIDATION = "validation"  # carved from train by the transform job; may be absent
 # Written last by the transform job: an output without it is incomplete and is not read.
 STATS_FILE = "stats.json"
 SHUFFLE_BUFFER_EXAMPLES = 50_000
@@ -33,6 +34,10 @@ def split_files(transform_dir: str, split: str) -> list[str]:
         raise FileNotFoundError(f"no {split} data: nothing matches {pattern} (run the "
                                 f"transform job first, or check the transform dir)")
     return files
+
+
+def optional_split_files(transform_dir: str, split: str) -> list[str]:
+    return paths.glob(paths.join(transform_dir, f"{split}-*.tfrecord.gz"))
 
 
 def count_examples(files: list[str]) -> int:

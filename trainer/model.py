@@ -542,6 +542,11 @@ def save_model(model: WideDeepModel, path: str) -> None:
     paths.write_json(paths.join(path, MODEL_SPEC_FILE), spec)
 
 
+def load_weights(model: WideDeepModel, path: str) -> None:
+    """Puts the weights saved by :func:`save_model` at `path` into `model` (same inputs)."""
+    tf.train.Checkpoint(**model.parts).read(paths.join(path, WEIGHTS_PREFIX)).expect_partial()
+
+
 def load_model(path: str) -> WideDeepModel:
     """Rebuilds a model written by :func:`save_model`; needs no transform output."""
     spec_path = paths.join(path, MODEL_SPEC_FILE)
@@ -608,6 +613,11 @@ class ModelDir:
     def keras_model(self) -> str:
         """The final trained model (:func:`save_model`), written last but for the summary."""
         return self._join("keras_model")
+
+    @property
+    def best_model(self) -> str:
+        """The best epoch's weights so far, by validation log loss (early stopping)."""
+        return self._join("best_model")
 
     @property
     def summary(self) -> str:

@@ -155,6 +155,21 @@ def _evaluate(model: model_lib.WideDeepModel, eval_fn, dataset) -> dict[str, flo
     return metrics
 
 
+def _best_epoch(history: list[dict]) -> dict | None:
+    """The complete epoch with the lowest validation log loss (the first of equals)."""
+    scored = [h for h in history if h.get("complete") and "validation" in h]
+    return min(scored, key=lambda h: h["validation"]["log_loss"]) if scored else None
+
+
+def _early_stop(history: list[dict], patience: int) -> bool:
+    """Whether `patience` complete epochs have passed since the best one."""
+    best = _best_epoch(history) if patience else None
+    if best is None:
+        return False
+    later = [h for h in history if h.get("complete") and h["epoch"] > best["epoch"]]
+    return len(later) >= patience
+
+
 def _auc_text(metrics: dict) -> str:
     if metrics["auc"] == metrics["auc"]:
         return f"{metrics['auc']:.4f}"
@@ -175,6 +190,7 @@ class _Inputs:
     train_files: list
     eval_files: list
     train_examples: int
+    validation_files: list
 
 
 def _read_inputs(config: cfg.FeatureConfig, transform_dir: str) -> _Inputs:
@@ -198,7 +214,8 @@ def _read_inputs(config: cfg.FeatureConfig, transform_dir: str) -> _Inputs:
     if train_examples == 0:
         raise ValueError(f"no train examples in {', '.join(train_files)}")
     return _Inputs(tft_output, inputs, feature_spec, label, train_files,
-                   data.split_files(transform_dir, data.EVAL), train_examples)
+                   data.split_files(transform_dir, data.EVAL), train_examples,
+                   data.optional_split_files(transform_dir, data.VALIDATION))
 
 
 def _initialise(model, checkpoint, counters, layout: model_lib.ModelDir,
@@ -320,6 +337,11 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
     eval_dataset = data.make_dataset(inputs.eval_files, inputs.feature_spec, inputs.label,
                                      params.batch_size, shuffle=False,
                                      num_workers=worker.count, worker_index=worker.index)
+    validation_dataset = (data.make_dataset(inputs.validation_files, inputs.feature_spec,
+                                            inputs.label, params.batch_size, shuffle=False,
+                                            num_workers=worker.count,
+                                            worker_index=worker.index)
+                          if inputs.validation_files else None)
     signature = [eval_dataset.element_spec]
 
     def train_and_average(batch):
@@ -334,6 +356,7 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
     eval_fn = tf.function(evaluate_batch, input_signature=signature)
     train_writer = tf.summary.create_file_writer(paths.join(out.tensorboard, "train"))
     eval_writer = tf.summary.create_file_writer(paths.join(out.tensorboard, "eval"))
+    validation_writer = tf.summary.create_file_writer(paths.join(out.tensorboard, "validation"))
     progress = _Progress(log, log_every_steps, total_steps, params.epochs, train_writer)
 
     def save_checkpoint() -> None:
@@ -344,7 +367,9 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
     # Epochs already completed keep their history; the current one is redone from here.
     history = [h for h in (paths.read_json(layout.history) or []) if h["epoch"] <= int(epoch)]
     steps_this_run, examples_this_run, train_seconds = 0, 0, 0.0
-    while int(epoch) < params.epochs and int(step) < total_steps:
+    patience = params.early_stopping_patience if validation_dataset is not None else 0
+    while (int(epoch) < params.epochs and int(step) < total_steps
+           and not _early_stop(history, patience)):
         epoch_index = int(epoch)
         if int(batch_in_epoch) == 0:
             model.reset_metrics()
@@ -371,23 +396,30 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
         train_seconds += time.perf_counter() - started
 
         train_metrics = {m.name: float(m.result()) for m in model.metrics}
-        run_over = int(step) >= total_steps or (epoch_complete
-                                                and epoch_index + 1 >= params.epochs)
+        entry = {"epoch": epoch_index + 1, "complete": epoch_complete, "step": int(step),
+                 "train": train_metrics}
+        with average.applied():  # what is evaluated (and kept) is the weight average
+            entry["eval"] = eval_metrics = _evaluate(model, eval_fn, eval_dataset)
+            if validation_dataset is not None:
+                entry["validation"] = _evaluate(model, eval_fn, validation_dataset)
+                if patience and _best_epoch(history + [entry]) is entry:
+                    model_lib.save_model(model, out.best_model)  # before the history says so
+        history.append(entry)
+        run_over = (int(step) >= total_steps or _early_stop(history, patience)
+                    or (epoch_complete and epoch_index + 1 >= params.epochs))
         if run_over:
             average.commit()
-            eval_metrics = _evaluate(model, eval_fn, eval_dataset)
-        else:
-            with average.applied():
-                eval_metrics = _evaluate(model, eval_fn, eval_dataset)
-        history.append({"epoch": epoch_index + 1, "complete": epoch_complete,
-                        "step": int(step), "train": train_metrics, "eval": eval_metrics})
         paths.write_json(out.history, history)
         _write_scalars(eval_writer, int(step), eval_metrics)
+        if "validation" in entry:
+            _write_scalars(validation_writer, int(step), entry["validation"])
         log(f"train: epoch {epoch_index + 1}/{params.epochs} "
             f"{'done' if epoch_complete else 'stopped by max_steps'} at step {int(step)}: "
             f"eval auc {_auc_text(eval_metrics)} log loss {eval_metrics['log_loss']:.4f} "
             f"accuracy {eval_metrics['accuracy']:.4f} ({eval_metrics['examples']:,} examples); "
-            f"train log loss {train_metrics['log_loss']:.4f}")
+            + (f"validation log loss {entry['validation']['log_loss']:.4f}; "
+               if "validation" in entry else "")
+            + f"train log loss {train_metrics['log_loss']:.4f}")
         if epoch_complete:
             epoch.assign_add(1)
             batch_in_epoch.assign(0)
@@ -396,11 +428,21 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
             break
     train_writer.flush()
     eval_writer.flush()
+    validation_writer.flush()
 
     if steps_this_run == 0:  # nothing left to train (e.g. max_steps already reached)
         average.commit()  # a no-op unless the checkpoint resumed from was not a run's last
         save_checkpoint()
-    if history:
+    best = _best_epoch(history) if patience else None
+    if best is not None and best is not history[-1]:
+        model_lib.load_weights(model, out.best_model)
+        log(f"train: keeping epoch {best['epoch']}'s weights, the best by validation log loss "
+            f"({best['validation']['log_loss']:.4f}; the last epoch's: "
+            f"{history[-1]['validation']['log_loss']:.4f})"
+            + (f"; stopped early after {patience} epoch(s) without improvement"
+               if _early_stop(history, patience) else ""))
+        final_eval = best["eval"]
+    elif history:
         final_eval = history[-1]["eval"]
     else:  # still report metrics
         final_eval = _evaluate(model, eval_fn, eval_dataset)
@@ -417,6 +459,8 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
         "examples_per_second": (round(examples_this_run / train_seconds, 1)
                                 if train_seconds else None),
         "final_eval": final_eval,
+        "best_epoch": best["epoch"] if best is not None else None,
+        "stopped_early": _early_stop(history, patience),
         # The last epoch's mean label: beside the eval positive rate it tells drift from a
         # broken model when calibration fails.
         "train_positive_rate": history[-1]["train"].get("positive_rate") if history else None,
@@ -432,6 +476,7 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
         return summary
     paths.write_json(layout.summary, summary)
     paths.write_text(layout.done, f"{int(step)}\n")
+    paths.rmtree(layout.best_model)  # in keras_model now if it was the best; only a resume read it
     log(f"train: done at step {int(step)}: eval auc {_auc_text(final_eval)} log loss "
         f"{final_eval['log_loss']:.4f}; model in {layout.keras_model}")
     return summary

@@ -103,6 +103,9 @@ class SplitSpec:
     # method = "day": rows whose day column is among the last `eval_days` days go to eval.
     day_column: str = ""
     eval_days: int = 1
+    # Carved from the train split (by the key's hash, else the row's): picks the epoch and
+    # tunes hyperparameters without ever looking at eval. 0 = none.
+    validation_fraction: float = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +125,9 @@ class TrainParams:
     # about the full rate on every weight of the tower at once (its accumulators start
     # near zero), which threw the logits to ±100s (log loss 180 at step 2) before.
     deep_warmup_steps: int = 100
+    # Training stops once the validation log loss has not improved for this many epochs,
+    # and keeps the best epoch's weights. 0 = train every epoch, keep the last.
+    early_stopping_patience: int = 2
     checkpoint_every_steps: int = 200
     seed: int = 42
 
@@ -428,7 +434,10 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> FeatureCo
         eval_fraction=split_t.get("eval_fraction", float, 0.1, check=lambda v: 0 < v < 1,
                                   why="must be between 0 and 1"),
         day_column=split_t.get("day_column", str, ""),
-        eval_days=split_t.get("eval_days", int, 1, check=_positive, why="must be >= 1"))
+        eval_days=split_t.get("eval_days", int, 1, check=_positive, why="must be >= 1"),
+        validation_fraction=split_t.get("validation_fraction", float, 0.1,
+                                        check=lambda v: 0 <= v <= 0.5,
+                                        why="must be between 0 and 0.5"))
     if split.method == "hash":
         if split.key not in by_name:
             raise split_t.error("key", f"'{split.key}' is not a column (split.method = \"hash\" "
@@ -486,6 +495,7 @@ PARAM_RULES: dict[type, dict[str, tuple]] = {
         "hidden_units": ((lambda v: all(u >= 1 for u in v)), "every layer needs >= 1 unit"),
         "wide_learning_rate": _above(0), "deep_learning_rate": _above(0),
         "wide_l1": _at_least(0), "wide_l2": _at_least(0), "deep_warmup_steps": _at_least(0),
+        "early_stopping_patience": _at_least(0),
     },
     GateParams: {
         "min_auc": ((lambda v: 0 <= v <= 1), "must be between 0 and 1"),
