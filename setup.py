@@ -26,6 +26,8 @@ setuptools.setup(
         "pyarrow",
         "numpy",
         "matplotlib",
+        # `widedeep tune`: the TPE search over [train].
+        "optuna==5.0.*",
     ],
     extras_require={
         # gcp-storage-emulator: a local GCS for the gs:// tests (tests/gcs.py).

@@ -94,6 +94,14 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--out", required=True, help="output dir")
     score.add_argument("--top-k", type=_count(1), help="default: the config's serving.top_k")
 
+    tune = sub.add_parser("tune", help="search [train] on the validation split (Optuna)")
+    _add_config(tune)
+    tune.add_argument("--transform-dir", required=True,
+                      help="a transform output with a validation split")
+    tune.add_argument("--out", required=True, help="where trials.json and tuned_train.toml go")
+    tune.add_argument("--trials", type=_count(1), default=20)
+    tune.add_argument("--timeout-minutes", type=float, help="stop starting trials after this")
+
     history = sub.add_parser("history", help="the runs of a work dir and what they blessed")
     history.add_argument("--work-dir", required=True)
 
@@ -122,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.datasets import DatasetError
     from pipeline.io import InputError
     from pipeline.beam_job import DataJobError
+    from pipeline.tune import TuneError
 
     try:
         if args.command == "synth":
@@ -170,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
             trainer.train(config, args.transform_dir, args.model_dir, params=params,
                           warm_start_from=warm, log=LOG.info, worker=worker)
             return 0
+        if args.command == "tune":
+            from pipeline import tune
+            tune.tune(config, args.transform_dir, args.out, trials=args.trials,
+                      timeout_seconds=(args.timeout_minutes * 60
+                                       if args.timeout_minutes else None), log=LOG.info)
+            return 0
         if args.command == "run":
             from pipeline import orchestrate
             return orchestrate.run(config, work_dir=args.work_dir, input_pattern=args.input,
@@ -183,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                                        input_template=args.input_template, date=args.date,
                                        eval_input_pattern=args.eval_input,
                                        pipeline_args=beam_args)
-    except (ConfigError, InputError, DataJobError, DatasetError) as e:
+    except (ConfigError, InputError, DataJobError, DatasetError, TuneError) as e:
         LOG.error("error: %s", e)
         return 2
     return 1

@@ -460,6 +460,8 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
                                 if train_seconds else None),
         "final_eval": final_eval,
         "best_epoch": best["epoch"] if best is not None else None,
+        # What model selection (early stopping, `widedeep tune`) compares: the kept epoch's.
+        "best_validation": (best or (history[-1] if history else {})).get("validation"),
         "stopped_early": _early_stop(history, patience),
         # The last epoch's mean label: beside the eval positive rate it tells drift from a
         # broken model when calibration fails.
