@@ -9,7 +9,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 DEMO_DIR ?= artifacts/nightly-demo
 DEMO_ROWS ?= 50000
 
-.PHONY: install run test bench paper-table nightly-demo clean
+.PHONY: install run test bench bench-quality paper-table nightly-demo clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ test: install
 bench: install
 	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run_all.py
+
+# Wide & Deep against logistic regression and LightGBM on every dataset there is (README).
+bench-quality: install
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/quality.py --tune-trials 12 --tune-minutes 10
 
 paper-table: install
 	$(BIN)/python bench/paper_table.py

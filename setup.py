@@ -31,9 +31,11 @@ setuptools.setup(
     ],
     extras_require={
         # gcp-storage-emulator: a local GCS for the gs:// tests (tests/gcs.py).
-        "test": ["pytest", "gcp-storage-emulator==2026.7.19"],
+        # scikit-learn and LightGBM: the quality benchmark's baselines (its smoke test too).
+        "test": ["pytest", "gcp-storage-emulator==2026.7.19", "scikit-learn==1.9.*",
+                 "lightgbm==4.7.*"],
         # torch is for the side-by-side training benchmark only, never a runtime dependency.
-        "bench": ["torch==2.13.0"],
+        "bench": ["torch==2.13.0", "scikit-learn==1.9.*", "lightgbm==4.7.*"],
     },
     entry_points={"console_scripts": ["widedeep=pipeline.cli:main"]},
 )

@@ -30,6 +30,7 @@ PipelineOptions, e.g. ``--runner-args --direct_num_workers=2``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -496,6 +497,9 @@ def main(argv=None) -> dict:
 
     transform_job.quiet_beam_logs()
     config = load_config(args.config or shipped_config("appstore.toml"))
+    # The reference implementation splits train/eval only; compare like with like.
+    config = dataclasses.replace(config, split=dataclasses.replace(config.split,
+                                                                   validation_fraction=0.0))
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench-transform-")
     try:
         raw_dir = os.path.join(work_dir, "raw")

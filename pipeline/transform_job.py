@@ -233,7 +233,8 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
         "input_files": len(input_paths) + len(eval_paths),
         "rows_in": rows_read,
         "rows_out": {"train": main.get("rows_train", 0), "eval": main.get("rows_eval", 0),
-                     "validation": main.get("rows_validation", 0)},
+                     **({"validation": main.get("rows_validation", 0)}
+                        if config.split.validation_fraction else {})},
         "rows_dead_lettered": rows_dead,
         "dead_letter_by_reason": dead_by_reason,
         "dead_letter_fraction": rows_dead / rows_read if rows_read else 0.0,
@@ -260,8 +261,7 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
                              f"(check [split] in {config.source})")
     paths.promote(partial_dir, output_dir, marker=STATS_FILE)
     log(f"transform: {rows_read} rows in {elapsed:.1f}s ({stats['rows_per_second']:.0f} rows/s): "
-        f"train {stats['rows_out']['train']}, validation {stats['rows_out']['validation']}, "
-        f"eval {stats['rows_out']['eval']}, "
+        + ", ".join(f"{split} {n}" for split, n in stats["rows_out"].items()) + ", "
         f"dead-lettered {rows_dead}" + (f" {dead_by_reason}" if rows_dead else "")
         + f" → {output_dir}")
     return stats

@@ -5,8 +5,8 @@ validation split (``split.validation_fraction``) and is scored by the best epoch
 validation log loss. The search is Optuna's TPE sampler, seeded from ``train.seed``, within
 a trial count and a time budget. What it writes (``--out``):
 
-    trials.json          every trial: its parameters, validation log loss and AUC, best
-                         epoch, seconds; the winner first
+    trials.json          every trial (numbered from 0): its parameters, validation log loss
+                         and AUC, best epoch, seconds; the winner first
     tuned_train.toml     the config's [train] with the winner's values: paste it over the
                          config's [train]
 
@@ -107,7 +107,7 @@ def tune(config: cfg.FeatureConfig, transform_dir: str, out_dir: str, *, trials:
             left = min(left, max(timeout_seconds - elapsed, 0.0))
         log(f"tune: trial {len(records)}/{trials}: validation log loss {loss:.4f} "
             f"({record['seconds']:.0f}s); best {best['validation_log_loss']:.4f} (trial "
-            f"{best['trial']}); about {left / 60:.1f} min left" if best else
+            f"{best['trial'] + 1}); about {left / 60:.1f} min left" if best else
             f"tune: trial {len(records)}/{trials}: no finite validation log loss")
         return loss if math.isfinite(loss) else float("inf")
 
@@ -124,7 +124,7 @@ def tune(config: cfg.FeatureConfig, transform_dir: str, out_dir: str, *, trials:
     toml_path = paths.write_text(paths.join(out_dir, TUNED_TRAIN_FILE),
                                  train_block(tuned, winner, len(records)))
     log(f"tune: best of {len(records)} trial(s): validation log loss "
-        f"{winner['validation_log_loss']:.4f} (trial {winner['trial']}); its [train] → "
+        f"{winner['validation_log_loss']:.4f} (trial {winner['trial'] + 1}); its [train] → "
         f"{toml_path}, every trial → {paths.join(out_dir, TRIALS_FILE)}")
     return winner
 

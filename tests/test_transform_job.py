@@ -161,7 +161,7 @@ def test_bad_rows_dead_lettered_with_reason_and_good_rows_all_kept(job):
     assert stats["rows_dead_lettered"] == n_bad
     assert stats["dead_letter_by_reason"] == {
         reason: line.count(b"\n") for reason, line in BAD_ROWS.items()}
-    assert stats["rows_out"] == {"train": GOOD_TRAIN_ROWS + 1, "validation": 0, "eval": 3}
+    assert stats["rows_out"] == {"train": GOOD_TRAIN_ROWS + 1, "eval": 3}
     assert len(read_examples(os.path.join(out, "train-*.tfrecord.gz"))) == GOOD_TRAIN_ROWS + 1
     assert len(read_examples(os.path.join(out, "eval-*.tfrecord.gz"))) == 3
     letters = [json.loads(line) for path in glob.glob(os.path.join(out, "dead_letter-*.jsonl"))
