@@ -642,7 +642,8 @@ class HoldOut(beam.PTransform):
         super().__init__()
         self.fraction = fraction
         key = config.split.key
-        self.key_columns = ([key] if key else
+        keys = {c.name for c in config.raw_columns if c.kind in (cfg.CATEGORICAL, cfg.KEY)}
+        self.key_columns = ([key] if key in keys else
                             [c.name for c in config.raw_columns if c.kind != cfg.MULTIVALENT])
 
     def expand(self, batches):
