@@ -642,8 +642,7 @@ class HoldOut(beam.PTransform):
         super().__init__()
         self.fraction = fraction
         key = config.split.key
-        keys = {c.name for c in config.raw_columns if c.kind in (cfg.CATEGORICAL, cfg.KEY)}
-        self.key_columns = ([key] if key in keys else
+        self.key_columns = ([key] if key else
                             [c.name for c in config.raw_columns if c.kind != cfg.MULTIVALENT])
 
     def expand(self, batches):
