@@ -77,9 +77,6 @@ class Manifest:
         if not paths.is_remote(self.path) and not paths.exists(self.reserve_path):
             paths.write_bytes(self.reserve_path, os.urandom(RESERVE_BYTES))  # not sparse
 
-    def release_reserve(self) -> None:
-        _release_reserve(paths.dirname(self.path))
-
     def save_failure(self) -> None:
         """Saves a failure, freeing the reserve if the disk is full; never raises (the
         stage's own error is the one to report)."""
@@ -89,7 +86,7 @@ class Manifest:
         except OSError as e:
             error = e
         if paths.exists(self.reserve_path):
-            self.release_reserve()
+            _release_reserve(paths.dirname(self.path))
             try:
                 self.save()
                 return

@@ -70,6 +70,8 @@ def test_minimal_config_parses_into_frozen_dataclasses(tmp_path):
     (('deep = ["country", "apps", "price"]', 'deep = ["country", "user"]'), "model.deep",
      "unknown feature 'user'"),
     (('key = "user"', 'key = "nobody"'), "split.key", "not a column"),
+    (('key = "user"', 'method = "day"\nday_column = "user"\nkey = "price"'), "split.key",
+     "must be a categorical or key column"),
     (('negative = ["0"]', 'negative = ["1"]'), "label.negative", "also positive"),
     (('format = "csv"', 'format = "xlsx"'), "input.format", "must be one of"),
     (('format = "csv"', 'format = "csv"\ndelimiter = ", "'), "input.delimiter", "one character"),

@@ -438,11 +438,13 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> FeatureCo
         validation_fraction=split_t.get("validation_fraction", float, 0.1,
                                         check=lambda v: 0 <= v <= 0.5,
                                         why="must be between 0 and 0.5"))
-    if split.method == "hash":
+    # The hash split, and the validation holdout under either method, hash the key's bytes:
+    # one string per row.
+    if split.method == "hash" or split.key:
         if split.key not in by_name:
             raise split_t.error("key", f"'{split.key}' is not a column (split.method = \"hash\" "
-                                       "needs a key column)")
-        # The split hashes the key's bytes: one string per row.
+                                       "needs a key column)" if split.method == "hash" else
+                                f"'{split.key}' is not a column")
         if by_name[split.key].kind not in (CATEGORICAL, KEY):
             raise split_t.error("key", f"'{split.key}' is a {by_name[split.key].kind} column; "
                                        "the split key must be a categorical or key column")
