@@ -33,6 +33,7 @@ TUNED_TRAIN_FILE = "tuned_train.toml"
 SEARCH_SPACE: dict[str, tuple[str, Any]] = {
     "wide_learning_rate": ("log", (0.01, 1.0)),
     "wide_l1": ("log", (1e-5, 0.1)),
+    "wide_l2": ("log", (1e-3, 10.0)),
     "deep_learning_rate": ("log", (0.003, 0.3)),
     "embedding_dim": ("choice", (8, 16, 32, 64)),
     "hidden_units": ("choice", ((1024, 512, 256), (512, 256), (256, 128), (128, 64))),

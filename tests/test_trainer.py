@@ -290,10 +290,10 @@ def test_early_stopping_rule_counts_complete_epochs_after_the_best():
 
 
 def test_early_stopping_keeps_the_best_epochs_weights(transform_output, tmp_path):
-    """A rate high enough to overfit these 4,000 rows after one epoch: training stops one
+    """A rate high enough (and an L2 low enough) to overfit these 4,000 rows after one epoch: training stops one
     epoch later and the model it leaves is epoch 1's, not the last one's."""
     params = _params(transform_output, epochs=6, early_stopping_patience=1,
-                     deep_learning_rate=0.5, wide_learning_rate=0.5)
+                     deep_learning_rate=0.5, wide_learning_rate=0.5, wide_l2=0.0001)
     model_dir = str(tmp_path / "model")
     lines = []
     summary = train_lib.train(transform_output.config, transform_output.transform_dir,
