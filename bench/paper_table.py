@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
-import json
 import os
 import shutil
 import tempfile

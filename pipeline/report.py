@@ -15,7 +15,6 @@ import datetime as dt
 import html
 import io
 import math
-import struct
 from typing import Any, Callable, Mapping, Sequence
 
 from pipeline import gate as gate_lib
@@ -39,7 +38,7 @@ SUMMARY = _RunFile("model/summary.json", "train")
 HISTORY = _RunFile("model/history.json", "train")
 METRICS = _RunFile("eval/metrics.json", "evaluate")
 GATE = _RunFile("eval/gate.json", "gate")
-TRAIN_EVENTS = _RunFile("model/tensorboard/train", "train")
+PROGRESS = _RunFile("model/progress.jsonl", "train")
 
 
 @dataclasses.dataclass
@@ -128,95 +127,20 @@ def _load_run(run_dir: str) -> _Run:
                 unreadable=unreadable)
 
 
-# The trainer logs train log loss and AUC every few steps only to TensorBoard; within an
-# epoch that is the only curve there is (history.json has one point per epoch, and nightly
-# runs train one epoch). The event files are read here without TensorFlow, whose import
-# costs seconds, and without the tensorboard package, which TF no longer installs: a
-# TFRecord frame (length, crc, data, crc) around an Event proto, of which only
-# step (2) and summary (5) → value (1) → tag (1), simple_value (2) or tensor (8) matter.
-
-
 def _read_scalars(run_dir: str, unreadable: list[str]) -> dict[str, dict[int, float]]:
-    """{tag: {step: value}} of the train scalars TensorBoard has (a resumed run's later
-    files win)."""
+    """{metric: {step: value}} of the trainer's per-step progress (``progress.jsonl``):
+    within an epoch the only curve there is, as history.json has a point per epoch."""
     scalars: dict[str, dict[int, float]] = {}
-    events_dir = paths.join(run_dir, TRAIN_EVENTS.path)
-    for name in (n for n in paths.listdir(events_dir) if n.startswith("events.out.tfevents.")):
-        try:
-            for record in _tfrecords(paths.read_bytes(paths.join(events_dir, name))):
-                for step, tag, value in _event_scalars(record):
-                    scalars.setdefault(tag, {})[step] = value
-        except (OSError, ValueError, struct.error, IndexError) as e:
-            unreadable.append(f"{TRAIN_EVENTS.path}/{name} is unreadable "
-                              f"({type(e).__name__}: {e})")
+    try:
+        points = paths.read_json_lines(paths.join(run_dir, PROGRESS.path))
+    except (OSError, ValueError) as e:
+        unreadable.append(f"{PROGRESS.path} is unreadable ({type(e).__name__}: {e})")
+        return scalars
+    for point in points:
+        for metric, value in point.items():
+            if metric not in ("step", "epoch"):
+                scalars.setdefault(metric, {})[point["step"]] = value
     return scalars
-
-
-def _tfrecords(data: bytes):
-    offset = 0
-    while offset + 12 <= len(data):
-        (length,) = struct.unpack_from("<Q", data, offset)
-        start = offset + 12
-        if start + length + 4 > len(data):
-            return  # a record still being written
-        yield data[start:start + length]
-        offset = start + length + 4
-
-
-def _proto_fields(data: bytes):
-    """(field number, value) of a serialized proto: ints for varints, bytes otherwise."""
-    offset = 0
-    while offset < len(data):
-        key, offset = _varint(data, offset)
-        field, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            value, offset = _varint(data, offset)
-        elif wire_type in (1, 5):
-            size = 8 if wire_type == 1 else 4
-            value, offset = data[offset:offset + size], offset + size
-        elif wire_type == 2:
-            size, offset = _varint(data, offset)
-            value, offset = data[offset:offset + size], offset + size
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire_type}")
-        yield field, value
-
-
-def _varint(data: bytes, offset: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        byte = data[offset]
-        offset += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, offset
-        shift += 7
-
-
-def _event_scalars(event: bytes):
-    fields = list(_proto_fields(event))
-    step = next((v for f, v in fields if f == 2), 0)
-    for summary in (v for f, v in fields if f == 5):
-        for _, value in (fv for fv in _proto_fields(summary) if fv[0] == 1):
-            parts = dict(_proto_fields(value))
-            number = _scalar_value(parts)
-            if 1 in parts and number is not None:
-                yield step, parts[1].decode("utf-8", "replace"), number
-
-
-def _scalar_value(summary_value: dict) -> float | None:
-    if 2 in summary_value:  # simple_value
-        return struct.unpack("<f", summary_value[2])[0]
-    if 8 not in summary_value:
-        return None
-    tensor = dict(_proto_fields(summary_value[8]))
-    if 4 in tensor:  # tensor_content, of dtype (1) DT_FLOAT or DT_DOUBLE
-        fmt, content = {1: "<f", 2: "<d"}.get(tensor.get(1)), tensor[4]
-    else:  # float_val (5) or double_val (6)
-        fmt, content = ("<f", tensor.get(5)) if 5 in tensor else ("<d", tensor.get(6))
-    if not fmt or not isinstance(content, bytes) or len(content) != struct.calcsize(fmt):
-        return None
-    return struct.unpack(fmt, content)[0]
 
 
 def _failed_stage(run: _Run) -> tuple[str, dict] | None:
@@ -325,7 +249,7 @@ def _img(fig, alt: str) -> str:
 
 def _train_curve(history: list[dict], train_scalars: dict[str, dict[int, float]],
                  metric: str) -> tuple[list[int], list[float]]:
-    """Every few steps from TensorBoard, and each epoch's end from history.json.
+    """Every few steps from progress.jsonl, and each epoch's end from history.json.
 
     Both are Keras' running mean since the start of the epoch, so they join into one line.
     """

@@ -10,7 +10,6 @@ import html
 import json
 import os
 import re
-import struct
 
 import numpy as np
 import pytest
@@ -248,37 +247,17 @@ def test_report_of_a_dir_without_a_manifest_still_renders(tmp_path):
     assert "eval/metrics.json is unreadable (JSONDecodeError" in text
 
 
-def event_record(step, tag, value):
-    """One TFRecord-framed Event with a float32 scalar, laid out as tf.summary.write does."""
-    def field(number, payload):
-        return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-    def varint(n):
-        out = b""
-        while n >= 0x80:
-            out, n = out + bytes([n & 0x7F | 0x80]), n >> 7
-        return out + bytes([n])
-
-    tensor = varint(1 << 3) + varint(1) + field(4, struct.pack("<f", value))  # DT_FLOAT
-    event = varint(2 << 3) + varint(step) + field(5, field(1, field(1, tag.encode())
-                                                         + field(8, tensor)))
-    return struct.pack("<QI", len(event), 0) + event + struct.pack("<I", 0)
-
-
-def test_learning_curves_read_train_scalars_from_tensorboard(tmp_path):
+def test_learning_curves_read_the_trainers_progress_lines(tmp_path):
     run_dir, _, _ = write_finished_run(tmp_path)
-    events = os.path.join(run_dir, "model", "tensorboard", "train")
-    os.makedirs(events)
-    with open(os.path.join(events, "events.out.tfevents.1.host.1.0.v2"), "wb") as f:
+    with open(os.path.join(run_dir, "model", "progress.jsonl"), "w") as f:
         for step in (20, 40, 60):
-            f.write(event_record(step, "log_loss", 0.4 - step / 1000))
-            f.write(event_record(step, "auc", 0.5 + step / 1000))
-        f.write(event_record(80, "auc", 0.6)[:-6])  # a record still being written
+            f.write(json.dumps({"step": step, "epoch": 1, "log_loss": 0.4 - step / 1000,
+                                "auc": 0.5 + step / 1000, "examples_per_second": 900.0}) + "\n")
 
     scalars = report._load_run(run_dir).train_scalars
 
     assert scalars["log_loss"] == pytest.approx({20: 0.38, 40: 0.36, 60: 0.34})
     assert scalars["auc"] == pytest.approx({20: 0.52, 40: 0.54, 60: 0.56})
     steps, values = report._train_curve(history(), scalars, "auc")
-    assert steps == [20, 40, 60, 70, 140]  # TensorBoard points, then the epochs' ends
+    assert steps == [20, 40, 60, 70, 140]  # progress points, then the epochs' ends
     assert values[3:] == [0.61, 0.68]

@@ -66,6 +66,9 @@ def test_loss_falls_and_the_run_leaves_its_model_dir_complete(trained, transform
     assert layout.latest_checkpoint().endswith(f"ckpt-{trained.summary['steps']}")
     for split in ("train", "eval"):
         assert os.listdir(os.path.join(layout.tensorboard, split))
+    progress = [json.loads(line) for line in open(layout.progress)]
+    assert [p["step"] for p in progress] == list(range(10, trained.summary["steps"] + 1, 10))
+    assert all(p["log_loss"] > 0 and 0 <= p["auc"] <= 1 for p in progress)
     tft_output = tft.TFTransformOutput(transform_output.transform_dir)
     for vocab_name in os.listdir(layout.vocab):
         with open(layout.vocab_file(vocab_name), "rb") as kept, tf.io.gfile.GFile(
@@ -290,8 +293,9 @@ def test_early_stopping_rule_counts_complete_epochs_after_the_best():
 
 
 def test_early_stopping_keeps_the_best_epochs_weights(transform_output, tmp_path):
-    """A rate high enough (and an L2 low enough) to overfit these 4,000 rows after one epoch: training stops one
-    epoch later and the model it leaves is epoch 1's, not the last one's."""
+    """A rate high enough (and an L2 low enough) to overfit these 4,000 rows after one
+    epoch: training stops one epoch later and the model it leaves is epoch 1's, not the
+    last one's."""
     params = _params(transform_output, epochs=6, early_stopping_patience=1,
                      deep_learning_rate=0.5, wide_learning_rate=0.5, wide_l2=0.0001)
     model_dir = str(tmp_path / "model")

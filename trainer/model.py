@@ -217,9 +217,6 @@ class WideDeepModel(keras.Model):
 
     def __init__(self, inputs: Sequence[ModelInput], params: cfg.TrainParams, **kwargs):
         super().__init__(name=MODEL_NAME, **kwargs)
-        if params.model_type not in cfg.MODEL_TYPES:
-            raise ValueError(f"model_type must be one of {', '.join(cfg.MODEL_TYPES)}, got "
-                             f"{params.model_type!r}")
         self.model_inputs = tuple(_as_input(f) for f in inputs)
         self.params = params
         wide_inputs = [f for f in self.model_inputs if f.wide]
@@ -604,6 +601,11 @@ class ModelDir:
     @property
     def history(self) -> str:
         return self._join("history.json")
+
+    @property
+    def progress(self) -> str:
+        """Per-step train log loss, AUC and speed as JSON lines (what the report plots)."""
+        return self._join("progress.jsonl")
 
     @property
     def warm_start_report(self) -> str:

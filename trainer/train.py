@@ -8,7 +8,8 @@
     hparams.json   the TrainParams this run used
     vocab/         copies of the vocabularies trained on (warm start remaps against them
                    after the transform dir is gone)
-    history.json   per-epoch train and eval metrics
+    history.json   per-epoch train, validation and eval metrics
+    progress.jsonl the train log loss, AUC and examples/s every N steps (JSON lines)
     warm_start.json  what warm start did (only when it ran)
     keras_model/   the final model (model.json + weights), renamed into place when complete
     summary.json, DONE   written last
@@ -113,11 +114,18 @@ def _save_final_model(model: model_lib.WideDeepModel, layout: model_lib.ModelDir
 
 
 class _Progress:
-    """One log line every ``every`` steps: step, loss, examples/s over the interval, ETA."""
+    """One log line every ``every`` steps: step, loss, examples/s over the interval, ETA.
 
-    def __init__(self, log, every: int, total_steps: int, epochs: int, writer):
-        self.log, self.every, self.total_steps, self.epochs = log, max(every, 1), total_steps, epochs
-        self.writer = writer
+    The same points go to TensorBoard and, as JSON lines, to ``progress.jsonl`` (what the
+    report plots); a resumed run keeps the points up to the step it resumed from.
+    """
+
+    def __init__(self, log, every: int, total_steps: int, epochs: int, writer, path: str,
+                 resumed_at_step: int):
+        self.log, self.every = log, max(every, 1)
+        self.total_steps, self.epochs = total_steps, epochs
+        self.writer, self.path = writer, path
+        self.points = [p for p in paths.read_json_lines(path) if p["step"] <= resumed_at_step]
         self.restart_clock()
 
     def restart_clock(self) -> None:
@@ -136,8 +144,10 @@ class _Progress:
         self.log(f"train: step {step}/{self.total_steps} (epoch {epoch + 1}/{self.epochs}) "
                  f"log loss {loss:.4f} auc {auc:.4f} {rate:,.0f} examples/s "
                  f"ETA {_format_seconds(eta)}")
-        _write_scalars(self.writer, step, {"log_loss": loss, "auc": auc,
-                                           "examples_per_second": rate})
+        scalars = {"log_loss": loss, "auc": auc, "examples_per_second": rate}
+        _write_scalars(self.writer, step, scalars)
+        self.points.append({"step": step, "epoch": epoch + 1, **scalars})
+        paths.write_json_lines(self.path, self.points)
         self.restart_clock()
 
 
@@ -270,215 +280,273 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
         base_log = log
         log = lambda line: base_log(f"{worker.task}: {line}")  # noqa: E731
     params = params or config.train
-    if params.model_type not in cfg.MODEL_TYPES:
-        raise ValueError(f"model_type must be one of {', '.join(cfg.MODEL_TYPES)}, got "
-                         f"{params.model_type!r}")
     layout = model_lib.ModelDir(model_dir)
     finished = paths.read_json(layout.summary) if paths.exists(layout.done) else None
     if finished is not None and finished.get("params") == model_lib.params_to_json(params):
         log(f"train: {model_dir} is already trained ({finished['steps']} steps); nothing to do")
         return finished
-    inputs = _read_inputs(config, transform_dir)
+    run = _TrainingRun(_read_inputs(config, transform_dir), layout, params, worker, strategy,
+                       log)
+    run.initialise(warm_start_from, log_every_steps)
+    run.train_epochs()
+    return run.finish()
 
-    if worker.is_chief:
-        out = layout
-        paths.remove(layout.done)
-        paths.makedirs(model_dir)
-        for stale in paths.glob(f"{layout.keras_model}.tmp-*"):
-            paths.rmtree(stale)
-        if layout.latest_checkpoint():
-            _check_resumable(layout, params, inputs.model_inputs, inputs.tft_output)
-    else:
-        # Every worker writes its checkpoints (each save reads the metrics, summed across
-        # workers); the others' copies go here and are deleted at the end.
-        out = model_lib.ModelDir(tempfile.mkdtemp(prefix=f"widedeep-worker{worker.index}-"))
-        atexit.register(paths.rmtree, out.root)  # also if training fails
-    _copy_vocabularies(inputs.model_inputs, inputs.tft_output, out)
-    paths.write_json(out.hparams, model_lib.params_to_json(params))
 
-    # Plain variables: only this process's loop reads them, and every worker counts alike.
-    counters = {name: tf.Variable(0, dtype=tf.int64, trainable=False, name=name)
-                for name in ("step", "epoch", "batch_in_epoch")}
-    with strategy.scope():
-        keras.utils.set_random_seed(params.seed)
-        model = model_lib.build_model(inputs.model_inputs, params)
-        # Evaluated and exported: the average of the last steps' weights, not the last step's.
-        average = model_lib.WeightAverage(model)
-        checkpoint = model_lib.training_checkpoint(model, average=average, **counters)
-    step, epoch, batch_in_epoch = counters["step"], counters["epoch"], counters["batch_in_epoch"]
-    manager = tf.train.CheckpointManager(checkpoint, out.checkpoints, max_to_keep=3,
-                                         step_counter=step)
-    warm_report, resumed_from_step = _initialise(model, checkpoint, counters, layout, out,
-                                                 warm_start_from, log)
-    if resumed_from_step is None:
-        average.reset()
+class _TrainingRun:
+    """One call of :func:`train`, in named phases: set up the model_dir and the model
+    (``__init__``), resume / warm start / cold start (``initialise``), the epochs
+    (``train_epochs``: ``_train_epoch`` then ``_end_epoch`` with eval, validation, history,
+    checkpoint), then the best epoch's weights, the final model and the summary
+    (``finish``). A hand-written loop rather than ``Model.fit``: a resumed run must skip
+    exactly the batches of the epoch it had trained on and keep the weight average and the
+    counters in the same checkpoint, which ``fit``'s BackupAndRestore does only per epoch.
+    """
 
-    steps_per_epoch = math.ceil(inputs.train_examples / params.batch_size)
-    total_steps = params.epochs * steps_per_epoch
-    if params.max_steps:
-        total_steps = min(total_steps, params.max_steps)
-    parameters = sum(int(tf.size(v)) for v in model_lib.model_variables(model).values())
-    log(f"train: {params.model_type} model ({parameters:,} parameters), "
-        f"{inputs.train_examples:,} train examples in {len(inputs.train_files)} file(s), "
-        f"batch {params.batch_size}, {steps_per_epoch} steps/epoch, {total_steps} steps in "
-        f"all → {model_dir}")
-    if worker.distributed:
-        log(f"train: {worker.task} of a {worker.count}-worker cluster"
-            f"{' (chief)' if worker.is_chief else ''}, MultiWorkerMirroredStrategy: each "
-            f"step, {params.batch_size} examples split between the workers, gradients summed "
-            f"across them")
+    def __init__(self, inputs: _Inputs, layout: model_lib.ModelDir, params: cfg.TrainParams,
+                 worker: distribute.Worker, strategy: tf.distribute.Strategy, log):
+        self.inputs, self.layout, self.params, self.worker, self.strategy, self.log = (
+            inputs, layout, params, worker, strategy, log)
+        self.out = self._prepare_model_dir()
+        # Plain variables: only this process's loop reads them, and every worker counts alike.
+        self.step, self.epoch, self.batch_in_epoch = (
+            tf.Variable(0, dtype=tf.int64, trainable=False, name=name)
+            for name in ("step", "epoch", "batch_in_epoch"))
+        with strategy.scope():
+            keras.utils.set_random_seed(params.seed)
+            self.model = model_lib.build_model(inputs.model_inputs, params)
+            # Evaluated and exported: the average of the last steps' weights, not the last
+            # step's.
+            self.average = model_lib.WeightAverage(self.model)
+            self.checkpoint = model_lib.training_checkpoint(
+                self.model, average=self.average, step=self.step, epoch=self.epoch,
+                batch_in_epoch=self.batch_in_epoch)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.out.checkpoints,
+                                                  max_to_keep=3, step_counter=self.step)
+        self.steps_per_epoch = math.ceil(inputs.train_examples / params.batch_size)
+        self.total_steps = params.epochs * self.steps_per_epoch
+        if params.max_steps:
+            self.total_steps = min(self.total_steps, params.max_steps)
+        self._make_datasets()
+        self.writers = {split: tf.summary.create_file_writer(paths.join(self.out.tensorboard,
+                                                                        split))
+                        for split in ("train", "eval", "validation")}
+        self.steps_this_run, self.examples_this_run, self.train_seconds = 0, 0, 0.0
 
-    def train_dataset(epoch_index: int, skip: int) -> tf.data.Dataset:
-        return data.make_dataset(inputs.train_files, inputs.feature_spec, inputs.label,
-                                 params.batch_size, shuffle=True,
-                                 seed=params.seed + epoch_index, skip_batches=skip,
-                                 num_workers=worker.count, worker_index=worker.index)
+    def _prepare_model_dir(self) -> model_lib.ModelDir:
+        """The directory this process writes: the model_dir on the chief, else a temp one."""
+        layout, worker = self.layout, self.worker
+        if worker.is_chief:
+            out = layout
+            paths.remove(layout.done)
+            paths.makedirs(layout.root)
+            for stale in paths.glob(f"{layout.keras_model}.tmp-*"):
+                paths.rmtree(stale)
+            if layout.latest_checkpoint():
+                _check_resumable(layout, self.params, self.inputs.model_inputs,
+                                 self.inputs.tft_output)
+        else:
+            # Every worker writes its checkpoints (each save reads the metrics, summed across
+            # workers); the others' copies go here and are deleted at the end.
+            out = model_lib.ModelDir(tempfile.mkdtemp(prefix=f"widedeep-worker{worker.index}-"))
+            atexit.register(paths.rmtree, out.root)  # also if training fails
+        _copy_vocabularies(self.inputs.model_inputs, self.inputs.tft_output, out)
+        paths.write_json(out.hparams, model_lib.params_to_json(self.params))
+        return out
 
-    eval_dataset = data.make_dataset(inputs.eval_files, inputs.feature_spec, inputs.label,
-                                     params.batch_size, shuffle=False,
-                                     num_workers=worker.count, worker_index=worker.index)
-    validation_dataset = (data.make_dataset(inputs.validation_files, inputs.feature_spec,
-                                            inputs.label, params.batch_size, shuffle=False,
-                                            num_workers=worker.count,
-                                            worker_index=worker.index)
-                          if inputs.validation_files else None)
-    signature = [eval_dataset.element_spec]
+    def _make_datasets(self) -> None:
+        inputs, params, worker, strategy = self.inputs, self.params, self.worker, self.strategy
 
-    def train_and_average(batch):
-        logs = strategy.run(model.train_step, args=(batch,))
-        average.update()  # on the updated weights, which every worker holds alike
-        return _local(strategy, logs)
+        def dataset(files, **options):
+            return data.make_dataset(files, inputs.feature_spec, inputs.label,
+                                     params.batch_size, num_workers=worker.count,
+                                     worker_index=worker.index, **options)
 
-    def evaluate_batch(batch):
-        return _local(strategy, strategy.run(model.test_step, args=(batch,)))
+        self.train_dataset = lambda epoch_index, skip: dataset(
+            inputs.train_files, shuffle=True, seed=params.seed + epoch_index, skip_batches=skip)
+        self.eval_dataset = dataset(inputs.eval_files, shuffle=False)
+        self.validation_dataset = (dataset(inputs.validation_files, shuffle=False)
+                                   if inputs.validation_files else None)
+        self.patience = params.early_stopping_patience if self.validation_dataset else 0
+        signature = [self.eval_dataset.element_spec]
 
-    train_fn = tf.function(train_and_average, input_signature=signature)
-    eval_fn = tf.function(evaluate_batch, input_signature=signature)
-    train_writer = tf.summary.create_file_writer(paths.join(out.tensorboard, "train"))
-    eval_writer = tf.summary.create_file_writer(paths.join(out.tensorboard, "eval"))
-    validation_writer = tf.summary.create_file_writer(paths.join(out.tensorboard, "validation"))
-    progress = _Progress(log, log_every_steps, total_steps, params.epochs, train_writer)
+        def train_and_average(batch):
+            logs = strategy.run(self.model.train_step, args=(batch,))
+            self.average.update()  # on the updated weights, which every worker holds alike
+            return _local(strategy, logs)
 
-    def save_checkpoint() -> None:
-        path = manager.save(checkpoint_number=int(step))
-        log(f"train: checkpoint saved at step {int(step)}: {path}")
-        progress.restart_clock()
+        def evaluate_batch(batch):
+            return _local(strategy, strategy.run(self.model.test_step, args=(batch,)))
 
-    # Epochs already completed keep their history; the current one is redone from here.
-    history = [h for h in (paths.read_json(layout.history) or []) if h["epoch"] <= int(epoch)]
-    steps_this_run, examples_this_run, train_seconds = 0, 0, 0.0
-    patience = params.early_stopping_patience if validation_dataset is not None else 0
-    while (int(epoch) < params.epochs and int(step) < total_steps
-           and not _early_stop(history, patience)):
-        epoch_index = int(epoch)
-        if int(batch_in_epoch) == 0:
-            model.reset_metrics()
-        epoch_complete = True
-        started = time.perf_counter()
-        for batch in train_dataset(epoch_index, int(batch_in_epoch)):
-            if int(step) >= total_steps:
-                epoch_complete = False
+        self.train_fn = tf.function(train_and_average, input_signature=signature)
+        self.eval_fn = tf.function(evaluate_batch, input_signature=signature)
+
+    def initialise(self, warm_start_from: str | None, log_every_steps: int) -> None:
+        counters = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
+        self.warm_report, self.resumed_from_step = _initialise(
+            self.model, self.checkpoint, counters, self.layout, self.out, warm_start_from,
+            self.log)
+        if self.resumed_from_step is None:
+            self.average.reset()
+        self.progress = _Progress(self.log, log_every_steps, self.total_steps,
+                                  self.params.epochs, self.writers["train"], self.out.progress,
+                                  int(self.step))
+        # Epochs already completed keep their history; the current one is redone from here.
+        self.history = [h for h in (paths.read_json(self.layout.history) or [])
+                        if h["epoch"] <= int(self.epoch)]
+        params, worker = self.params, self.worker
+        parameters = sum(int(tf.size(v)) for v in model_lib.model_variables(self.model).values())
+        self.log(f"train: {params.model_type} model ({parameters:,} parameters), "
+                 f"{self.inputs.train_examples:,} train examples in "
+                 f"{len(self.inputs.train_files)} file(s), batch {params.batch_size}, "
+                 f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps in all → "
+                 f"{self.layout.root}")
+        if worker.distributed:
+            self.log(f"train: {worker.task} of a {worker.count}-worker cluster"
+                     f"{' (chief)' if worker.is_chief else ''}, MultiWorkerMirroredStrategy: "
+                     f"each step, {params.batch_size} examples split between the workers, "
+                     f"gradients summed across them")
+
+    def _save_checkpoint(self) -> None:
+        path = self.manager.save(checkpoint_number=int(self.step))
+        self.log(f"train: checkpoint saved at step {int(self.step)}: {path}")
+        self.progress.restart_clock()
+
+    def train_epochs(self) -> None:
+        while (int(self.epoch) < self.params.epochs and int(self.step) < self.total_steps
+               and not _early_stop(self.history, self.patience)):
+            epoch_index = int(self.epoch)
+            complete = self._train_epoch(epoch_index)
+            self._end_epoch(epoch_index, complete)
+            if not complete:
                 break
-            logs = train_fn(batch)
+        for writer in self.writers.values():
+            writer.flush()
+
+    def _train_epoch(self, epoch_index: int) -> bool:
+        """Trains the rest of this epoch; False when max_steps stopped it first."""
+        step, batch_in_epoch, params = self.step, self.batch_in_epoch, self.params
+        if int(batch_in_epoch) == 0:
+            self.model.reset_metrics()
+        complete = True
+        started = time.perf_counter()
+        for batch in self.train_dataset(epoch_index, int(batch_in_epoch)):
+            if int(step) >= self.total_steps:
+                complete = False
+                break
+            logs = self.train_fn(batch)
             step.assign_add(1)
             batch_in_epoch.assign_add(1)
-            examples = int(batch[1].shape[0]) * worker.count  # the global batch, about
-            steps_this_run += 1
-            examples_this_run += examples
-            progress.update(int(step), epoch_index, examples, logs)
-            if int(batch_in_epoch) == 1 or steps_this_run == 1:
-                progress.restart_clock()  # tracing and the shuffle buffer's fill, not speed
+            examples = int(batch[1].shape[0]) * self.worker.count  # the global batch, about
+            self.steps_this_run += 1
+            self.examples_this_run += examples
+            self.progress.update(int(step), epoch_index, examples, logs)
+            if int(batch_in_epoch) == 1 or self.steps_this_run == 1:
+                self.progress.restart_clock()  # tracing and the shuffle buffer's fill
             # The last step of an epoch is saved after its eval instead, so a checkpoint
             # at an epoch's end always has that epoch's history written before it.
             if (int(step) % params.checkpoint_every_steps == 0
-                    and int(batch_in_epoch) < steps_per_epoch and int(step) < total_steps):
-                save_checkpoint()
-        train_seconds += time.perf_counter() - started
+                    and int(batch_in_epoch) < self.steps_per_epoch
+                    and int(step) < self.total_steps):
+                self._save_checkpoint()
+        self.train_seconds += time.perf_counter() - started
+        return complete
 
-        train_metrics = {m.name: float(m.result()) for m in model.metrics}
-        entry = {"epoch": epoch_index + 1, "complete": epoch_complete, "step": int(step),
+    def _end_epoch(self, epoch_index: int, complete: bool) -> None:
+        """Eval and validation on the weight average, the history, then the checkpoint."""
+        step = int(self.step)
+        train_metrics = {m.name: float(m.result()) for m in self.model.metrics}
+        entry = {"epoch": epoch_index + 1, "complete": complete, "step": step,
                  "train": train_metrics}
-        with average.applied():  # what is evaluated (and kept) is the weight average
-            entry["eval"] = eval_metrics = _evaluate(model, eval_fn, eval_dataset)
-            if validation_dataset is not None:
-                entry["validation"] = _evaluate(model, eval_fn, validation_dataset)
-                if patience and _best_epoch(history + [entry]) is entry:
-                    model_lib.save_model(model, out.best_model)  # before the history says so
-        history.append(entry)
-        run_over = (int(step) >= total_steps or _early_stop(history, patience)
-                    or (epoch_complete and epoch_index + 1 >= params.epochs))
-        if run_over:
-            average.commit()
-        paths.write_json(out.history, history)
-        _write_scalars(eval_writer, int(step), eval_metrics)
+        with self.average.applied():  # what is evaluated (and kept) is the weight average
+            entry["eval"] = eval_metrics = _evaluate(self.model, self.eval_fn, self.eval_dataset)
+            if self.validation_dataset is not None:
+                entry["validation"] = _evaluate(self.model, self.eval_fn,
+                                                self.validation_dataset)
+                if self.patience and _best_epoch(self.history + [entry]) is entry:
+                    # Before the history says so.
+                    model_lib.save_model(self.model, self.out.best_model)
+        self.history.append(entry)
+        if (step >= self.total_steps or _early_stop(self.history, self.patience)
+                or (complete and epoch_index + 1 >= self.params.epochs)):
+            self.average.commit()
+        paths.write_json(self.out.history, self.history)
+        _write_scalars(self.writers["eval"], step, eval_metrics)
         if "validation" in entry:
-            _write_scalars(validation_writer, int(step), entry["validation"])
-        log(f"train: epoch {epoch_index + 1}/{params.epochs} "
-            f"{'done' if epoch_complete else 'stopped by max_steps'} at step {int(step)}: "
-            f"eval auc {_auc_text(eval_metrics)} log loss {eval_metrics['log_loss']:.4f} "
-            f"accuracy {eval_metrics['accuracy']:.4f} ({eval_metrics['examples']:,} examples); "
-            + (f"validation log loss {entry['validation']['log_loss']:.4f}; "
-               if "validation" in entry else "")
-            + f"train log loss {train_metrics['log_loss']:.4f}")
-        if epoch_complete:
-            epoch.assign_add(1)
-            batch_in_epoch.assign(0)
-        save_checkpoint()
-        if not epoch_complete:
-            break
-    train_writer.flush()
-    eval_writer.flush()
-    validation_writer.flush()
+            _write_scalars(self.writers["validation"], step, entry["validation"])
+        self.log(f"train: epoch {epoch_index + 1}/{self.params.epochs} "
+                 f"{'done' if complete else 'stopped by max_steps'} at step {step}: "
+                 f"eval auc {_auc_text(eval_metrics)} log loss {eval_metrics['log_loss']:.4f} "
+                 f"accuracy {eval_metrics['accuracy']:.4f} "
+                 f"({eval_metrics['examples']:,} examples); "
+                 + (f"validation log loss {entry['validation']['log_loss']:.4f}; "
+                    if "validation" in entry else "")
+                 + f"train log loss {train_metrics['log_loss']:.4f}")
+        if complete:
+            self.epoch.assign_add(1)
+            self.batch_in_epoch.assign(0)
+        self._save_checkpoint()
 
-    if steps_this_run == 0:  # nothing left to train (e.g. max_steps already reached)
-        average.commit()  # a no-op unless the checkpoint resumed from was not a run's last
-        save_checkpoint()
-    best = _best_epoch(history) if patience else None
-    if best is not None and best is not history[-1]:
-        model_lib.load_weights(model, out.best_model)
-        log(f"train: keeping epoch {best['epoch']}'s weights, the best by validation log loss "
-            f"({best['validation']['log_loss']:.4f}; the last epoch's: "
-            f"{history[-1]['validation']['log_loss']:.4f})"
-            + (f"; stopped early after {patience} epoch(s) without improvement"
-               if _early_stop(history, patience) else ""))
-        final_eval = best["eval"]
-    elif history:
-        final_eval = history[-1]["eval"]
-    else:  # still report metrics
-        final_eval = _evaluate(model, eval_fn, eval_dataset)
-    _save_final_model(model, out)
-    summary = {
-        "model_dir": model_dir,
-        "model_type": params.model_type,
-        "steps": int(step),
-        "epochs_completed": int(epoch),
-        "steps_per_epoch": steps_per_epoch,
-        "train_examples": inputs.train_examples,
-        "resumed_from_step": resumed_from_step,
-        "steps_this_run": steps_this_run,
-        "examples_per_second": (round(examples_this_run / train_seconds, 1)
-                                if train_seconds else None),
-        "final_eval": final_eval,
-        "best_epoch": best["epoch"] if best is not None else None,
-        # What model selection (early stopping, `widedeep tune`) compares: the kept epoch's.
-        "best_validation": (best or (history[-1] if history else {})).get("validation"),
-        "stopped_early": _early_stop(history, patience),
-        # The last epoch's mean label: beside the eval positive rate it tells drift from a
-        # broken model when calibration fails.
-        "train_positive_rate": history[-1]["train"].get("positive_rate") if history else None,
-        "warm_start": warm_report,
-        "params": model_lib.params_to_json(params),
-        "paths": {"keras_model": layout.keras_model, "checkpoint": manager.latest_checkpoint,
-                  "hparams": layout.hparams, "history": layout.history,
-                  "tensorboard": layout.tensorboard, "vocab": layout.vocab},
-    }
-    if not worker.is_chief:
-        paths.rmtree(out.root)
-        log(f"train: done at step {int(step)}; the chief writes the model to {model_dir}")
+    def finish(self) -> dict:
+        """The kept weights (the best epoch's), the final model, the summary and DONE."""
+        if self.steps_this_run == 0:  # nothing left to train (e.g. max_steps already reached)
+            self.average.commit()  # a no-op unless the checkpoint resumed from was not a run's last
+            self._save_checkpoint()
+        history, patience, layout = self.history, self.patience, self.layout
+        best = _best_epoch(history) if patience else None
+        if best is not None and best is not history[-1]:
+            model_lib.load_weights(self.model, self.out.best_model)
+            self.log(f"train: keeping epoch {best['epoch']}'s weights, the best by validation "
+                     f"log loss ({best['validation']['log_loss']:.4f}; the last epoch's: "
+                     f"{history[-1]['validation']['log_loss']:.4f})"
+                     + (f"; stopped early after {patience} epoch(s) without improvement"
+                        if _early_stop(history, patience) else ""))
+            final_eval = best["eval"]
+        elif history:
+            final_eval = history[-1]["eval"]
+        else:  # still report metrics
+            final_eval = _evaluate(self.model, self.eval_fn, self.eval_dataset)
+        _save_final_model(self.model, self.out)
+        summary = self._summary(best, final_eval)
+        step = int(self.step)
+        if not self.worker.is_chief:
+            paths.rmtree(self.out.root)
+            self.log(f"train: done at step {step}; the chief writes the model to {layout.root}")
+            return summary
+        paths.write_json(layout.summary, summary)
+        paths.write_text(layout.done, f"{step}\n")
+        # In keras_model now if it was the best; only a resume read it.
+        paths.rmtree(layout.best_model)
+        self.log(f"train: done at step {step}: eval auc {_auc_text(final_eval)} log loss "
+                 f"{final_eval['log_loss']:.4f}; model in {layout.keras_model}")
         return summary
-    paths.write_json(layout.summary, summary)
-    paths.write_text(layout.done, f"{int(step)}\n")
-    paths.rmtree(layout.best_model)  # in keras_model now if it was the best; only a resume read it
-    log(f"train: done at step {int(step)}: eval auc {_auc_text(final_eval)} log loss "
-        f"{final_eval['log_loss']:.4f}; model in {layout.keras_model}")
-    return summary
+
+    def _summary(self, best: dict | None, final_eval: dict) -> dict:
+        history, layout = self.history, self.layout
+        return {
+            "model_dir": layout.root,
+            "model_type": self.params.model_type,
+            "steps": int(self.step),
+            "epochs_completed": int(self.epoch),
+            "steps_per_epoch": self.steps_per_epoch,
+            "train_examples": self.inputs.train_examples,
+            "resumed_from_step": self.resumed_from_step,
+            "steps_this_run": self.steps_this_run,
+            "examples_per_second": (round(self.examples_this_run / self.train_seconds, 1)
+                                    if self.train_seconds else None),
+            "final_eval": final_eval,
+            "best_epoch": best["epoch"] if best is not None else None,
+            # What model selection (early stopping, `widedeep tune`) compares: the kept epoch's.
+            "best_validation": (best or (history[-1] if history else {})).get("validation"),
+            "stopped_early": _early_stop(history, self.patience),
+            # The last epoch's mean label: beside the eval positive rate it tells drift from a
+            # broken model when calibration fails.
+            "train_positive_rate": (history[-1]["train"].get("positive_rate")
+                                    if history else None),
+            "warm_start": self.warm_report,
+            "params": model_lib.params_to_json(self.params),
+            "paths": {"keras_model": layout.keras_model,
+                      "checkpoint": self.manager.latest_checkpoint,
+                      "hparams": layout.hparams, "history": layout.history,
+                      "progress": layout.progress, "tensorboard": layout.tensorboard,
+                      "vocab": layout.vocab},
+        }

@@ -138,6 +138,12 @@ class TrainParams:
     checkpoint_every_steps: int = 200
     seed: int = 42
 
+    def __post_init__(self):
+        # The one model-type check: a config file gets it with the file and key at load.
+        check, why = PARAM_RULES[TrainParams]["model_type"]
+        if not check(self.model_type):
+            raise ValueError(f"train.model_type {why}, got {self.model_type!r}")
+
 
 @dataclasses.dataclass(frozen=True)
 class GateParams:
@@ -470,9 +476,6 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> FeatureCo
     validation_t.finish()
 
     train = _load_dataclass(root.table("train"), TrainParams)
-    if train.model_type not in MODEL_TYPES:
-        raise ConfigError(f"{source}: key 'train.model_type': must be one of "
-                          f"{', '.join(MODEL_TYPES)}")
     gate = _load_dataclass(root.table("gate"), GateParams)
     serving = _load_dataclass(root.table("serving"), ServingParams)
     for key, names_ in (("query_columns", serving.query_columns),
@@ -499,6 +502,7 @@ def _above(low):
 # nothing useful) only after transform and training, so it is refused at load time.
 PARAM_RULES: dict[type, dict[str, tuple]] = {
     TrainParams: {
+        "model_type": ((lambda v: v in MODEL_TYPES), f"must be one of {', '.join(MODEL_TYPES)}"),
         "embedding_dim": _at_least(1), "batch_size": _at_least(1), "epochs": _at_least(1),
         "max_steps": _at_least(0), "checkpoint_every_steps": _at_least(1),
         "hidden_units": ((lambda v: all(u >= 1 for u in v)), "every layer needs >= 1 unit"),

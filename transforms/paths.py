@@ -153,6 +153,17 @@ def read_json(path: str, default=None):
     return json.loads(read_text(path))
 
 
+def read_json_lines(path: str) -> list:
+    """One JSON value per non-blank line of `path`; [] when the file does not exist."""
+    if not exists(path):
+        return []
+    return [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
+
+
+def write_json_lines(path: str, values) -> str:
+    return write_text(path, "".join(json.dumps(v, default=str) + "\n" for v in values))
+
+
 def write_bytes(path: str, data: bytes) -> str:
     """Writes `path` so that no reader ever sees part of it, and it survives a crash.
 
