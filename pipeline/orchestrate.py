@@ -16,13 +16,16 @@ import subprocess
 import time
 from typing import Any, Callable, Sequence
 
+from pipeline import gate
+from pipeline import report
+from pipeline import serving
 from pipeline.lock import LockedError, work_dir_lock
+from pipeline.run_dir import RunDir, WorkDir
 from transforms import config as cfg
 from transforms import paths
 
 LOG = logging.getLogger("widedeep")
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the work dir; cron can simply try later
-MANIFEST = "manifest.json"
 
 
 class StageError(RuntimeError):
@@ -62,8 +65,8 @@ class Manifest:
     """The run record, rewritten atomically and durably after every change."""
 
     def __init__(self, run_dir: str):
-        self.path = paths.join(run_dir, MANIFEST)
-        self.reserve_path = paths.join(run_dir, RESERVE_FILE)
+        self.path = paths.join(run_dir, RunDir.MANIFEST)
+        self.reserve_path = paths.join(run_dir, RunDir.RESERVE)
         self.data: dict[str, Any] = read_record(self.path) or {}
         # Once a stage runs, every later stage runs too: they read what it just rewrote.
         self._ran_a_stage = False
@@ -153,10 +156,10 @@ def resolve_warm_start(work_dir: str, current_run: str, setting: str = "auto") -
         if problem:
             raise ValueError(f"--warm-start {setting}: {problem}")
         return setting
-    from trainer import export
+    from trainer import export  # TensorFlow
 
-    serving_root = paths.join(work_dir, "serving")
-    for version in reversed(export.serving_versions(serving_root)):
+    serving_root = WorkDir(work_dir).serving
+    for version in reversed(serving.serving_versions(serving_root)):
         try:
             model_dir = export.source_model_dir(
                 export.read_metadata(paths.join(serving_root, str(version))), work_dir)
@@ -170,8 +173,7 @@ def resolve_warm_start(work_dir: str, current_run: str, setting: str = "auto") -
             return model_dir
         LOG.warning("warm start: serving version %d is unusable: %s; trying an older one",
                     version, problem)
-    runs = paths.glob(paths.join(work_dir, "runs", "*", "model"))
-    for model_dir in reversed(runs):
+    for model_dir in reversed(WorkDir(work_dir).run_models()):
         if paths.basename(paths.dirname(model_dir)) == current_run:
             continue
         if not _usable_model_dir(model_dir):
@@ -187,7 +189,7 @@ def run(config: cfg.FeatureConfig, *, work_dir: str, input_pattern: str | None =
     """The whole loop; returns the process exit code. Every run, failed or not, ends
     with its report (runs/<run_id>/report.html)."""
     run_id = run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = paths.join(work_dir, "runs", run_id)
+    run_dir = WorkDir(work_dir).run(run_id).root
     try:
         with work_dir_lock(work_dir):
             try:
@@ -214,7 +216,7 @@ def run(config: cfg.FeatureConfig, *, work_dir: str, input_pattern: str | None =
 
 
 def _release_reserve(run_dir: str) -> None:
-    path = paths.join(run_dir, RESERVE_FILE)
+    path = paths.join(run_dir, RunDir.RESERVE)
     try:
         paths.remove(path)
     except OSError as e:
@@ -226,10 +228,8 @@ def _os_error_text(e: OSError) -> str:
 
 
 def _write_report(run_dir: str) -> None:
-    from pipeline import report
-
     try:
-        ablations = paths.read_json(paths.join(run_dir, "eval", ABLATIONS_FILE))
+        ablations = paths.read_json(RunDir(run_dir).path(RunDir.ABLATIONS))
         LOG.info("report: %s", report.write_report(run_dir, ablations=ablations))
     except Exception as e:  # the run's outcome stands; a broken report must not hide it
         LOG.warning("report: could not be written (%s: %s)", type(e).__name__, e)
@@ -262,152 +262,169 @@ def _check_resumable(manifest: Manifest, run_id: str, config: cfg.FeatureConfig,
             f"{paths.dirname(manifest.path)} to redo this one")
 
 
+@dataclasses.dataclass
+class RunContext:
+    """What every stage of one run reads: the config, where things go, what came before."""
+    config: cfg.FeatureConfig
+    work: WorkDir
+    run: RunDir
+    inputs: dict[str, str | None]
+    synth_rows: int
+    warm_start: str
+    ablations: bool
+    pipeline_args: Sequence[str]
+    results: dict[str, dict] = dataclasses.field(default_factory=dict)  # by stage name
+
+
+# The stages import TensorFlow, TFT and Beam (seconds each) inside: `widedeep history`, the
+# lock and the report must not pay for them.
+
+def _synth(ctx: RunContext) -> dict:
+    from transforms import synthetic
+    written = synthetic.write_log(ctx.work.raw, days=1, rows_per_day=ctx.synth_rows, seed=0)
+    LOG.info("synth: %d rows in %d file(s) → %s", ctx.synth_rows, len(written), ctx.work.raw)
+    return {"rows": ctx.synth_rows, "files": len(written), "dir": ctx.work.raw}
+
+
+def _transform(ctx: RunContext) -> dict:
+    from pipeline import transform_job
+    return transform_job.run_transform(ctx.config, ctx.inputs["input"], ctx.run.transform,
+                                       eval_input_pattern=ctx.inputs["eval_input"],
+                                       pipeline_args=ctx.pipeline_args, log=LOG.info)
+
+
+def _train(ctx: RunContext) -> dict:
+    from trainer import train as trainer
+    warm = resolve_warm_start(ctx.work.root, ctx.run.run_id, ctx.warm_start)
+    summary = trainer.train(ctx.config, ctx.run.transform, ctx.run.model, warm_start_from=warm,
+                            log=LOG.info)
+    return {"warm_start_from": warm, **summary}
+
+
+def _export(ctx: RunContext) -> dict:
+    from trainer import export
+    export.export_model(ctx.config, ctx.run.model, ctx.run.transform, ctx.run.export,
+                        metadata={"run_id": ctx.run.run_id}, work_dir=ctx.work.root)
+    LOG.info("export: candidate SavedModel → %s", ctx.run.export)
+    return {"export_dir": ctx.run.export}
+
+
+def _evaluate(ctx: RunContext) -> dict:
+    raw_eval = gate.read_raw_eval(ctx.config, ctx.run.transform)
+    candidate, probabilities = gate.evaluate_export(ctx.run.export, raw_eval)
+    paths.makedirs(ctx.run.eval)
+    paths.write_npy(ctx.run.path(RunDir.PROBABILITIES), probabilities)
+    baseline, baseline_version = _evaluate_baseline(ctx.work.serving, raw_eval)
+    result = {"candidate": candidate, "baseline": baseline,
+              "baseline_version": baseline_version, "eval_examples": len(raw_eval.labels)}
+    paths.write_json(ctx.run.path(RunDir.METRICS), result)
+    LOG.info("evaluate: candidate AUC %.4f, log loss %.4f, calibration %.3f on %d eval "
+             "examples%s", candidate["auc"], candidate["log_loss"], candidate["calibration"],
+             len(raw_eval.labels),
+             f"; baseline (serving version {baseline_version}) AUC {baseline['auc']:.4f}, "
+             f"log loss {baseline['log_loss']:.4f}" if baseline else "; no baseline")
+    return {"metrics_file": ctx.run.path(RunDir.METRICS), "candidate": _headline(candidate),
+            "baseline": _headline(baseline), "baseline_version": baseline_version}
+
+
+def _ablations(ctx: RunContext) -> dict:
+    """The paper's Table 1 beside tonight's model: wide-only and deep-only, same data and
+    budget, cold-started so neither inherits the joint model's weights."""
+    from trainer import export
+    from trainer import train as trainer
+    raw_eval = gate.read_raw_eval(ctx.config, ctx.run.transform)
+    results = {}
+    for model_type in ("wide", "deep"):
+        ablation_dir = ctx.run.ablation_model(model_type)
+        trainer.train(ctx.config, ctx.run.transform, ablation_dir, log=LOG.info,
+                      params=dataclasses.replace(ctx.config.train, model_type=model_type))
+        ablation_export = export.export_model(ctx.config, ablation_dir, ctx.run.transform,
+                                              ablation_dir + "_export")
+        results[model_type] = gate.evaluate_export(ablation_export, raw_eval)[0]
+        LOG.info("ablations: %s-only AUC %.4f, log loss %.4f", model_type,
+                 results[model_type]["auc"], results[model_type]["log_loss"])
+    paths.write_json(ctx.run.path(RunDir.ABLATIONS), results)
+    return {k: _headline(v) for k, v in results.items()}
+
+
+def _gate(ctx: RunContext) -> dict:
+    result = paths.read_json(ctx.results["evaluate"]["metrics_file"])
+    decision = gate.decide(result["candidate"], result["baseline"], ctx.config.gate,
+                           train_positive_rate=ctx.results["train"].get("train_positive_rate"))
+    LOG.info("gate: %s: %s", "BLESSED" if decision.blessed else "REJECTED", decision.reason)
+    paths.write_json(ctx.run.path(RunDir.GATE), decision.to_json())
+    return decision.to_json()
+
+
+def _publish(ctx: RunContext) -> dict:
+    raw_eval = gate.read_raw_eval(ctx.config, ctx.run.transform, limit=DRY_RUN_EXAMPLES)
+    expected = paths.read_npy(ctx.run.path(RunDir.PROBABILITIES))
+    version, reason = serving.publish(
+        ctx.run.export, ctx.work.serving, keep_versions=ctx.config.serving.keep_versions,
+        dry_run_examples=raw_eval.serialized, expected=expected[:len(raw_eval.serialized)],
+        scratch_dir=ctx.run.path(RunDir.DRY_RUN))
+    if not version:
+        LOG.warning("dry run: REJECTED: %s; serving left untouched", reason)
+        return {"version": 0, "dry_run": reason}
+    path = paths.join(ctx.work.serving, str(version))
+    LOG.info("dry run: passed (%s)", reason)
+    LOG.info("publish: serving version %d → %s", version, path)
+    return {"version": version, "path": path, "dry_run": reason}
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    fn: Callable[[RunContext], dict]
+    # The file the stage writes last: a done stage whose output is gone is redone.
+    output: Callable[[RunContext], str] = lambda ctx: ""
+    runs_if: Callable[[RunContext], bool] = lambda ctx: True
+
+
+STAGES = (
+    Stage("synth", _synth, lambda ctx: ctx.work.raw, lambda ctx: ctx.inputs["synthetic"]),
+    Stage("transform", _transform, lambda ctx: ctx.run.path(RunDir.TRANSFORM_STATS)),
+    Stage("train", _train, lambda ctx: ctx.run.path(RunDir.MODEL_DONE)),
+    Stage("export", _export,
+          lambda ctx: paths.join(ctx.run.export, serving.SAVED_MODEL_FILE)),
+    Stage("evaluate", _evaluate, lambda ctx: ctx.run.path(RunDir.METRICS)),
+    Stage("ablations", _ablations, lambda ctx: ctx.run.path(RunDir.ABLATIONS),
+          lambda ctx: ctx.ablations),
+    Stage("gate", _gate, lambda ctx: ctx.run.path(RunDir.GATE)),
+    Stage("publish", _publish, runs_if=lambda ctx: ctx.results["gate"]["blessed"]),
+)
+
+
 def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, synth_rows,
                 warm_start, ablations, pipeline_args) -> int:
-    from trainer.data import STATS_FILE
-    from trainer.export import SAVED_MODEL_FILE
-    from trainer.model import ModelDir
-
-    run_id = paths.basename(run_dir)
-    paths.makedirs(run_dir)
-    manifest = Manifest(run_dir)
-    raw_dir = paths.join(work_dir, "raw")
-    inputs = {"input": input_pattern or paths.join(raw_dir, "day=*", "*.csv"),
-              "eval_input": eval_input_pattern}
-    _check_resumable(manifest, run_id, config, inputs)
-    manifest.data.setdefault("run_id", run_id)
+    work = WorkDir(work_dir)
+    run_dir = RunDir(run_dir)
+    paths.makedirs(run_dir.root)
+    manifest = Manifest(run_dir.root)
+    inputs = {"input": input_pattern or work.raw_input, "eval_input": eval_input_pattern}
+    _check_resumable(manifest, run_dir.run_id, config, inputs)
+    manifest.data.setdefault("run_id", run_dir.run_id)
     manifest.data.setdefault("created", _now())
     manifest.data.update(config=config.source, config_digest=config.digest,
-                         code_version=code_version())
+                         code_version=code_version(), inputs=inputs)
     manifest.save()
     manifest.reserve()
-    LOG.info("run %s: work dir %s", run_id, work_dir)
+    LOG.info("run %s: work dir %s", run_dir.run_id, work_dir)
+    ctx = RunContext(config, work, run_dir, {**inputs, "synthetic": input_pattern is None},
+                     synth_rows, warm_start, ablations, pipeline_args)
+    for stage in STAGES:
+        if stage.runs_if(ctx):
+            ctx.results[stage.name] = manifest.run_stage(stage.name, lambda: stage.fn(ctx),
+                                                         output=stage.output(ctx))
+        if stage.name == "gate":
+            manifest.data["gate"] = ctx.results["gate"]
+    _record_outcome(ctx, manifest)
+    return 0
 
-    if input_pattern is None:
-        def synth():
-            from transforms import synthetic
-            written = synthetic.write_log(raw_dir, days=1, rows_per_day=synth_rows, seed=0)
-            LOG.info("synth: %d rows in %d file(s) → %s", synth_rows, len(written), raw_dir)
-            return {"rows": synth_rows, "files": len(written), "dir": raw_dir}
 
-        manifest.run_stage("synth", synth, output=raw_dir)
-        input_pattern = inputs["input"]
-    manifest.data["inputs"] = inputs
-
-    transform_dir = paths.join(run_dir, "transform")
-
-    def transform():
-        from pipeline import transform_job
-        return transform_job.run_transform(config, input_pattern, transform_dir,
-                                           eval_input_pattern=eval_input_pattern,
-                                           pipeline_args=pipeline_args, log=LOG.info)
-
-    manifest.run_stage("transform", transform,
-                       output=paths.join(transform_dir, STATS_FILE))
-
-    model_dir = paths.join(run_dir, "model")
-
-    def train():
-        from trainer import train as trainer
-        warm = resolve_warm_start(work_dir, run_id, warm_start)
-        summary = trainer.train(config, transform_dir, model_dir, warm_start_from=warm,
-                                log=LOG.info)
-        return {"warm_start_from": warm, **summary}
-
-    trained = manifest.run_stage("train", train, output=ModelDir(model_dir).done)
-
-    export_dir = paths.join(run_dir, "export")
-
-    def export_candidate():
-        from trainer import export
-        export.export_model(config, model_dir, transform_dir, export_dir,
-                            metadata={"run_id": run_id}, work_dir=work_dir)
-        LOG.info("export: candidate SavedModel → %s", export_dir)
-        return {"export_dir": export_dir}
-
-    manifest.run_stage("export", export_candidate,
-                       output=paths.join(export_dir, SAVED_MODEL_FILE))
-
-    eval_dir = paths.join(run_dir, "eval")
-    serving_root = paths.join(work_dir, "serving")
-
-    def evaluate():
-        from pipeline import gate
-        raw_eval = gate.read_raw_eval(config, transform_dir)
-        candidate, probabilities = gate.evaluate_export(export_dir, raw_eval)
-        paths.makedirs(eval_dir)
-        paths.write_npy(paths.join(eval_dir, PROBABILITIES_FILE), probabilities)
-        baseline, baseline_version = _evaluate_baseline(serving_root, raw_eval)
-        result = {"candidate": candidate, "baseline": baseline,
-                  "baseline_version": baseline_version, "eval_examples": len(raw_eval.labels)}
-        paths.write_json(paths.join(eval_dir, "metrics.json"), result)
-        LOG.info("evaluate: candidate AUC %.4f, log loss %.4f, calibration %.3f on %d eval "
-                 "examples%s", candidate["auc"], candidate["log_loss"], candidate["calibration"],
-                 len(raw_eval.labels),
-                 f"; baseline (serving version {baseline_version}) AUC {baseline['auc']:.4f}, "
-                 f"log loss {baseline['log_loss']:.4f}" if baseline else "; no baseline")
-        return {"metrics_file": paths.join(eval_dir, "metrics.json"),
-                "candidate": _headline(candidate), "baseline": _headline(baseline),
-                "baseline_version": baseline_version}
-
-    evaluation = manifest.run_stage("evaluate", evaluate,
-                                    output=paths.join(eval_dir, "metrics.json"))
-
-    if ablations:
-        def train_ablations():
-            """The paper's Table 1 beside tonight's model: wide-only and deep-only, same data
-            and budget, cold-started so neither inherits the joint model's weights."""
-            from pipeline import gate
-            from trainer import export
-            from trainer import train as trainer
-            raw_eval = gate.read_raw_eval(config, transform_dir)
-            results = {}
-            for model_type in ("wide", "deep"):
-                ablation_dir = paths.join(run_dir, f"model_{model_type}")
-                trainer.train(config, transform_dir, ablation_dir, log=LOG.info,
-                              params=dataclasses.replace(config.train, model_type=model_type))
-                ablation_export = export.export_model(config, ablation_dir, transform_dir,
-                                                      ablation_dir + "_export")
-                results[model_type] = gate.evaluate_export(ablation_export, raw_eval)[0]
-                LOG.info("ablations: %s-only AUC %.4f, log loss %.4f", model_type,
-                         results[model_type]["auc"], results[model_type]["log_loss"])
-            paths.write_json(paths.join(eval_dir, ABLATIONS_FILE), results)
-            return {k: _headline(v) for k, v in results.items()}
-
-        manifest.run_stage("ablations", train_ablations,
-                           output=paths.join(eval_dir, ABLATIONS_FILE))
-
-    def decide():
-        from pipeline import gate
-        result = paths.read_json(evaluation["metrics_file"])
-        decision = gate.decide(result["candidate"], result["baseline"], config.gate,
-                               train_positive_rate=trained.get("train_positive_rate"))
-        LOG.info("gate: %s: %s", "BLESSED" if decision.blessed else "REJECTED", decision.reason)
-        paths.write_json(paths.join(eval_dir, "gate.json"), decision.to_json())
-        return decision.to_json()
-
-    decision = manifest.run_stage("gate", decide, output=paths.join(eval_dir, "gate.json"))
-    manifest.data["gate"] = decision
-
-    if decision["blessed"]:
-        def publish():
-            from pipeline import gate
-            from trainer import export
-            raw_eval = gate.read_raw_eval(config, transform_dir, limit=DRY_RUN_EXAMPLES)
-            expected = paths.read_npy(paths.join(eval_dir, PROBABILITIES_FILE))
-            version, reason = export.publish(
-                export_dir, serving_root, keep_versions=config.serving.keep_versions,
-                dry_run_examples=raw_eval.serialized, expected=expected[:len(raw_eval.serialized)],
-                scratch_dir=paths.join(eval_dir, "dry_run"))
-            if not version:
-                LOG.warning("dry run: REJECTED: %s; serving left untouched", reason)
-                return {"version": 0, "dry_run": reason}
-            path = paths.join(serving_root, str(version))
-            LOG.info("dry run: passed (%s)", reason)
-            LOG.info("publish: serving version %d → %s", version, path)
-            return {"version": version, "path": path, "dry_run": reason}
-
-        published = manifest.run_stage("publish", publish)
+def _record_outcome(ctx: RunContext, manifest: Manifest) -> None:
+    decision, published = ctx.results["gate"], ctx.results.get("publish")
+    if published is not None:
         manifest.data["blessed"] = bool(published["version"])
         manifest.data["serving_version"] = published["version"] or None
         if not published["version"]:
@@ -415,20 +432,16 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
                                      "reason": "dry run failed: " + published["dry_run"]}
     else:
         manifest.data["blessed"] = False
-        LOG.info("serving unchanged: %s", _serving_summary(serving_root))
+        LOG.info("serving unchanged: %s", _serving_summary(ctx.work.serving))
     manifest.data["finished"] = _now()
     manifest.save()
-    LOG.info("run %s done: %s; record in %s", run_id,
+    LOG.info("run %s done: %s; record in %s", ctx.run.run_id,
              f"blessed as serving version {manifest.data['serving_version']}"
              if manifest.data["blessed"] else "candidate rejected", manifest.path)
-    return 0
 
 
-RESERVE_FILE = ".reserve"
 RESERVE_BYTES = 256 * 1024  # the manifest is a few kB; room for it many times over
 DRY_RUN_EXAMPLES = 1000
-PROBABILITIES_FILE = "candidate_probabilities.npy"
-ABLATIONS_FILE = "ablations.json"
 DATE_TOKEN = "{date}"
 
 
@@ -455,12 +468,13 @@ def available_days(input_template: str) -> list[str]:
 def history(work_dir: str) -> list[dict]:
     """One line per run, oldest first: what was trained, from what, and what serves."""
     rows = []
-    for path in paths.glob(paths.join(work_dir, "runs", "*", MANIFEST)):
-        record = read_record(path)
+    for run_dir in WorkDir(work_dir).runs():
+        record = read_record(run_dir.path(RunDir.MANIFEST))
         if record is None:
-            rows.append({"run_id": paths.basename(paths.dirname(path)),
+            rows.append({"run_id": run_dir.run_id,
                          "outcome": "unreadable", "auc": None, "baseline_auc": None,
-                         "warm_start_from": None, "reason": f"{path} cannot be read"})
+                         "warm_start_from": None,
+                         "reason": f"{run_dir.path(RunDir.MANIFEST)} cannot be read"})
             continue
         stages = record.get("stages", {})
         train = stages.get("train", {}).get("result") or {}
@@ -496,9 +510,10 @@ def nightly_run_id(day: str) -> str:
 
 def processed_days(work_dir: str) -> set[str]:
     days = set()
-    for path in paths.glob(paths.join(work_dir, "runs", "day-*", MANIFEST)):
-        if (read_record(path) or {}).get("finished"):
-            days.add(paths.basename(paths.dirname(path))[len("day-"):])
+    for run_dir in WorkDir(work_dir).runs():
+        if (run_dir.run_id.startswith("day-")
+                and (read_record(run_dir.path(RunDir.MANIFEST)) or {}).get("finished")):
+            days.add(run_dir.run_id[len("day-"):])
     return days
 
 
@@ -536,10 +551,7 @@ def _headline(metrics: dict | None) -> dict | None:
 
 def _evaluate_baseline(serving_root: str, raw_eval):
     """Metrics of the newest serving version that still loads and scores (else None)."""
-    from pipeline import gate
-    from trainer import export
-
-    for version in reversed(export.serving_versions(serving_root)):
+    for version in reversed(serving.serving_versions(serving_root)):
         try:
             baseline, _ = gate.evaluate_export(paths.join(serving_root, str(version)), raw_eval)
             return baseline, version
@@ -550,7 +562,5 @@ def _evaluate_baseline(serving_root: str, raw_eval):
 
 
 def _serving_summary(serving_root: str) -> str:
-    from trainer import export
-
-    versions = export.serving_versions(serving_root)
+    versions = serving.serving_versions(serving_root)
     return f"serving version {versions[-1]} in {serving_root}" if versions else "nothing in serving"

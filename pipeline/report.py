@@ -18,27 +18,27 @@ import math
 from typing import Any, Callable, Mapping, Sequence
 
 from pipeline import gate as gate_lib
+from pipeline.run_dir import RunDir
 from transforms import paths
 
-REPORT_FILE = "report.html"
 
 
 @dataclasses.dataclass(frozen=True)
 class _RunFile:
-    """A file of the run dir (layout in :mod:`pipeline.orchestrate`) and the stage writing it."""
+    """A file of the run dir (:class:`pipeline.run_dir.RunDir`) and the stage writing it."""
     path: str
     stage: str
 
 
-MANIFEST = _RunFile("manifest.json", "")
-STATS = _RunFile("transform/stats.json", "transform")
+MANIFEST = _RunFile(RunDir.MANIFEST, "")
+STATS = _RunFile(RunDir.TRANSFORM_STATS, "transform")
 # A transform that fails its checks (e.g. too many dead letters) leaves its stats here.
-FAILED_STATS = _RunFile("transform.partial/stats.json", "transform")
-SUMMARY = _RunFile("model/summary.json", "train")
-HISTORY = _RunFile("model/history.json", "train")
-METRICS = _RunFile("eval/metrics.json", "evaluate")
-GATE = _RunFile("eval/gate.json", "gate")
-PROGRESS = _RunFile("model/progress.jsonl", "train")
+FAILED_STATS = _RunFile(RunDir.FAILED_TRANSFORM_STATS, "transform")
+SUMMARY = _RunFile(RunDir.MODEL_SUMMARY, "train")
+HISTORY = _RunFile(RunDir.MODEL_HISTORY, "train")
+METRICS = _RunFile(RunDir.METRICS, "evaluate")
+GATE = _RunFile(RunDir.GATE, "gate")
+PROGRESS = _RunFile(RunDir.MODEL_PROGRESS, "train")
 
 
 @dataclasses.dataclass
@@ -70,7 +70,7 @@ def write_report(run_dir: str, *, ablations: Mapping[str, Mapping] | None = None
     if not paths.isdir(run_dir):
         raise FileNotFoundError(f"report: {run_dir} is not a run dir (no such directory)")
     run = _load_run(run_dir)
-    return _write_page(paths.join(run_dir, REPORT_FILE), _page(run, dict(ablations or {})))
+    return _write_page(RunDir(run_dir).path(RunDir.REPORT), _page(run, dict(ablations or {})))
 
 
 def _write_page(path: str, page: str) -> str:

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import gate
+from pipeline import serving
 from trainer import export
 from trainer import model as model_lib
 from trainer.train import load_trained_model, train
@@ -72,7 +73,7 @@ def test_export_is_self_contained_once_transform_output_is_gone(transform_output
                                      str(tmp_path / "export"))
     expected = export.load_predict_fn(export_dir)(raw_eval.serialized)
     shutil.rmtree(transform_copy)
-    passed, reason = export.dry_run(export_dir, raw_eval.serialized, expected, str(tmp_path))
+    passed, reason = serving.dry_run(export_dir, raw_eval.serialized, expected, str(tmp_path))
     assert passed, reason
 
 
@@ -95,7 +96,7 @@ def test_dry_run_rejects_a_model_with_nan_weights(transform_output, trained, tmp
     model_lib.save_model(model, model_lib.ModelDir(broken_dir).keras_model)
     export_dir = export.export_model(transform_output.config, broken_dir,
                                      transform_output.transform_dir, str(tmp_path / "export"))
-    passed, reason = export.dry_run(export_dir, raw_eval.serialized, None, str(tmp_path))
+    passed, reason = serving.dry_run(export_dir, raw_eval.serialized, None, str(tmp_path))
     assert not passed
     assert "not finite" in reason
 
@@ -105,7 +106,7 @@ def test_dry_run_rejects_an_export_missing_its_vocabulary_assets(trained, tmp_pa
     broken = str(tmp_path / "broken")
     shutil.copytree(export_dir, broken)
     shutil.rmtree(os.path.join(broken, "assets"))
-    passed, reason = export.dry_run(broken, raw_eval.serialized, None, str(tmp_path))
+    passed, reason = serving.dry_run(broken, raw_eval.serialized, None, str(tmp_path))
     assert not passed
     assert reason
 
@@ -122,36 +123,37 @@ def another_run(export_dir, tmp_path, number):
 def test_publish_versions_increase_keep_k_and_a_crash_before_rename_leaves_nothing(
         trained, tmp_path):
     _, _, export_dir, raw_eval = trained
-    serving = str(tmp_path / "serving")
+    serving_root = str(tmp_path / "serving")
     examples = raw_eval.serialized[:20]
     kwargs = dict(keep_versions=2, dry_run_examples=examples, expected=None,
                   scratch_dir=str(tmp_path / "scratch"))
-    assert export.publish(another_run(export_dir, tmp_path, 1), serving, **kwargs)[0] == 1
-    assert export.publish(another_run(export_dir, tmp_path, 2), serving, **kwargs)[0] == 2
+    assert serving.publish(another_run(export_dir, tmp_path, 1), serving_root, **kwargs)[0] == 1
+    assert serving.publish(another_run(export_dir, tmp_path, 2), serving_root, **kwargs)[0] == 2
 
     def crash(partial_dir):
         assert os.path.isdir(partial_dir)
         raise KeyboardInterrupt("killed between writing and renaming")
 
     with pytest.raises(KeyboardInterrupt):
-        export.publish(export_dir, serving, before_rename=crash, **kwargs)
-    assert export.serving_versions(serving) == [1, 2]  # no version 3, whole or partial
-    assert export.publish(another_run(export_dir, tmp_path, 3), serving, **kwargs)[0] == 3
-    assert export.serving_versions(serving) == [2, 3]  # keep_versions = 2
-    assert sorted(os.listdir(serving)) == ["2", "3"]  # the crashed copy was cleaned up
+        serving.publish(export_dir, serving_root, before_rename=crash, **kwargs)
+    assert serving.serving_versions(serving_root) == [1, 2]  # no version 3, whole or partial
+    assert serving.publish(another_run(export_dir, tmp_path, 3), serving_root, **kwargs)[0] == 3
+    assert serving.serving_versions(serving_root) == [2, 3]  # keep_versions = 2
+    assert sorted(os.listdir(serving_root)) == ["2", "3"]  # the crashed copy was cleaned up
 
 
 def test_junk_in_serving_is_neither_a_version_nor_deleted(trained, tmp_path):
     """An empty `3/` or a `007/` (TF Serving reads it as 7) is not a version: retention
     keeps its hands off, and the next version goes past both."""
     _, _, export_dir, raw_eval = trained
-    serving = tmp_path / "serving"
+    serving_root = tmp_path / "serving"
     kwargs = dict(keep_versions=1, dry_run_examples=raw_eval.serialized[:20], expected=None,
                   scratch_dir=str(tmp_path / "scratch"))
-    assert export.publish(export_dir, str(serving), **kwargs)[0] == 1
-    (serving / "3").mkdir()
-    shutil.copytree(export_dir, serving / "007")
-    assert export.serving_versions(str(serving)) == [1]
-    assert export.publish(another_run(export_dir, tmp_path, 2), str(serving), **kwargs)[0] == 8
-    assert export.serving_versions(str(serving)) == [8]  # keep_versions = 1
-    assert sorted(os.listdir(serving)) == ["007", "3", "8"]
+    assert serving.publish(export_dir, str(serving_root), **kwargs)[0] == 1
+    (serving_root / "3").mkdir()
+    shutil.copytree(export_dir, serving_root / "007")
+    assert serving.serving_versions(str(serving_root)) == [1]
+    next_run = another_run(export_dir, tmp_path, 2)
+    assert serving.publish(next_run, str(serving_root), **kwargs)[0] == 8
+    assert serving.serving_versions(str(serving_root)) == [8]  # keep_versions = 1
+    assert sorted(os.listdir(serving_root)) == ["007", "3", "8"]

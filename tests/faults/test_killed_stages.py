@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.test_run import tiny_config_file
-from trainer import export
+from pipeline import serving
 from transforms import synthetic
 
 STAGE_TIMEOUT = 600
@@ -31,11 +31,11 @@ def stage_state(work_dir, stage):
 
 
 def serving_holds_only_blessed_versions(work_dir):
-    serving = os.path.join(work_dir, "serving")
-    if not os.path.isdir(serving):
+    serving_root = os.path.join(work_dir, "serving")
+    if not os.path.isdir(serving_root):
         return True
-    for version in export.serving_versions(serving):
-        if not os.path.exists(os.path.join(serving, str(version), "saved_model.pb")):
+    for version in serving.serving_versions(serving_root):
+        if not os.path.exists(os.path.join(serving_root, str(version), "saved_model.pb")):
             return False
     return True
 
@@ -101,7 +101,7 @@ def test_a_run_killed_in_every_stage_completes_on_rerun(tmp_path):
     assert all(stage["outcome"] == "done" for stage in record["stages"].values())
     assert record["stages"]["train"]["result"]["resumed_from_step"] > 0
     assert record["stages"]["transform"]["result"]["rows_in"] == 3000
-    assert export.serving_versions(os.path.join(work_dir, "serving")) == [1]
+    assert serving.serving_versions(os.path.join(work_dir, "serving")) == [1]
     assert serving_holds_only_blessed_versions(work_dir)
     assert "locked" not in done.stderr and not os.path.exists(os.path.join(work_dir, ".lock"))
 

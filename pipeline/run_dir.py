@@ -1,0 +1,102 @@
+"""The work dir's layout, spelled once: the orchestrator writes it, the report and the
+history read it::
+
+    <work_dir>/
+      raw/day=*/*.csv        the built-in synthetic log (`widedeep run` without --input)
+      serving/<version>/     published models (pipeline/serving.py)
+      runs/<run_id>/         one run (RunDir):
+        manifest.json        every stage's start, end, outcome and result; written last
+        .reserve             disk kept free for the manifest's last word
+        transform/           the transform output (stats.json written last)
+        transform.partial/   a transform that failed its checks (stats.json says why)
+        model/               the training run (trainer.model.ModelDir)
+        export/              the candidate SavedModel
+        eval/                metrics.json, candidate_probabilities.npy, ablations.json,
+                             gate.json, dry_run/
+        model_wide/, model_deep/ (and *_export/)   the ablations (--ablations)
+        report.html
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from transforms import paths
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+    """``runs/<run_id>/``. Files are named relative to the run dir (the report quotes those
+    names when one is missing); :meth:`path` makes them absolute."""
+    root: str
+
+    MANIFEST: ClassVar[str] = "manifest.json"
+    RESERVE: ClassVar[str] = ".reserve"
+    TRANSFORM_STATS: ClassVar[str] = "transform/stats.json"
+    FAILED_TRANSFORM_STATS: ClassVar[str] = "transform.partial/stats.json"
+    MODEL_DONE: ClassVar[str] = "model/DONE"
+    MODEL_SUMMARY: ClassVar[str] = "model/summary.json"
+    MODEL_HISTORY: ClassVar[str] = "model/history.json"
+    MODEL_PROGRESS: ClassVar[str] = "model/progress.jsonl"
+    METRICS: ClassVar[str] = "eval/metrics.json"
+    PROBABILITIES: ClassVar[str] = "eval/candidate_probabilities.npy"
+    ABLATIONS: ClassVar[str] = "eval/ablations.json"
+    GATE: ClassVar[str] = "eval/gate.json"
+    DRY_RUN: ClassVar[str] = "eval/dry_run"
+    REPORT: ClassVar[str] = "report.html"
+
+    def path(self, relative: str) -> str:
+        return paths.join(self.root, relative)
+
+    @property
+    def run_id(self) -> str:
+        return paths.basename(self.root)
+
+    @property
+    def transform(self) -> str:
+        return self.path("transform")
+
+    @property
+    def model(self) -> str:
+        return self.path("model")
+
+    @property
+    def export(self) -> str:
+        return self.path("export")
+
+    @property
+    def eval(self) -> str:
+        return self.path("eval")
+
+    def ablation_model(self, model_type: str) -> str:
+        return self.path(f"model_{model_type}")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkDir:
+    root: str
+
+    @property
+    def raw(self) -> str:
+        return paths.join(self.root, "raw")
+
+    @property
+    def raw_input(self) -> str:
+        """The glob of the synthetic log's files."""
+        return paths.join(self.raw, "day=*", "*.csv")
+
+    @property
+    def serving(self) -> str:
+        return paths.join(self.root, "serving")
+
+    def run(self, run_id: str) -> RunDir:
+        return RunDir(paths.join(self.root, "runs", run_id))
+
+    def runs(self) -> list[RunDir]:
+        """Every run dir with a manifest, oldest run id first."""
+        return [RunDir(paths.dirname(p))
+                for p in paths.glob(paths.join(self.root, "runs", "*", RunDir.MANIFEST))]
+
+    def run_models(self) -> list[str]:
+        return paths.glob(paths.join(self.root, "runs", "*", "model"))
