@@ -39,14 +39,11 @@ import zlib
 
 import numpy as np
 
-# TFT needs Keras 2; this must be set before TensorFlow is first imported.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from transform import merge_results  # bench/transform.py, beside this script  # noqa: E402
+import common  # noqa: E402  (first: the Keras mode, the repository on sys.path)
+from common import merge_results  # noqa: E402
 from transforms import paths  # noqa: E402
 
-DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
+DEFAULT_OUT = common.RESULTS_FILE
 RESULTS_KEY = "paper_table"
 REPORT_NAME = "paper_table.html"  # beside --out
 SELECTION_FRACTION = 0.1
@@ -266,7 +263,6 @@ def main(argv=None) -> dict:
     from configs import shipped_config
     from pipeline import gate
     from pipeline import transform_job
-    from transforms import synthetic
     from transforms.config import load_config
 
     transform_job.quiet_beam_logs()
@@ -280,14 +276,8 @@ def main(argv=None) -> dict:
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench-paper-table-")
     started = time.perf_counter()
     try:
-        raw_dir = os.path.join(work_dir, "raw")
-        if os.path.exists(raw_dir):
-            shutil.rmtree(raw_dir)
-        synthetic.write_log(raw_dir, days=1, rows_per_day=args.rows, seed=args.seed)
-        transform_dir = os.path.join(work_dir, "transform")
-        stats = transform_job.run_transform(config, os.path.join(raw_dir, "day=*", "*.csv"),
-                                            transform_dir,
-                                            log=lambda line: print(f"bench: {line}", flush=True))
+        transform_dir, stats = common.synthetic_transform(config, work_dir, args.rows,
+                                                          seed=args.seed)
         selection_dir = os.path.join(work_dir, "selection")
         if os.path.exists(selection_dir):
             shutil.rmtree(selection_dir)

@@ -23,15 +23,10 @@ import argparse
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import numpy as np  # noqa: E402
+import common  # (first: the Keras mode, the repository on sys.path)
+import numpy as np
 
 from configs import shipped_config  # noqa: E402
 from transforms import config as cfg  # noqa: E402
@@ -299,9 +294,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=os.path.join(HERE, "quality.json"))
     parser.add_argument("--smoke", action="store_true", help="tiny models: checks the plumbing")
     args = parser.parse_args(argv)
-    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines()
-        if line.startswith("Model name")), "unknown")
+    cpu = common.cpu_model()
     jobs = []
     if args.config:
         jobs.append(("yours", args.config, args.input, args.eval_input))

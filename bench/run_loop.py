@@ -25,10 +25,10 @@ import sys
 import tempfile
 import time
 
-from transform import merge_results  # bench/transform.py, beside this script
+import common
+from common import ROOT, merge_results
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_OUT = os.path.join(ROOT, "bench", "results.json")
+DEFAULT_OUT = common.RESULTS_FILE
 BENCH_KEY = "run_loop"
 GOAL_SECONDS = 600
 SMOKE_ROWS = 2000
@@ -50,7 +50,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     rows = SMOKE_ROWS if args.smoke else args.rows
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench-run-loop-")
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     command = [sys.executable, "-m", "pipeline.cli", "run", "--config", args.config,
                "--work-dir", work_dir, "--synth-rows", str(rows)]
     print(f"bench: {' '.join(command[1:])}", flush=True)

@@ -41,11 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
-# TFT needs Keras 2; this must be set before TensorFlow is first imported.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import common  # noqa: E402  (first: the Keras mode, the repository on sys.path)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(common.ROOT)
 BENCH_KEY = "serve"
 PAPER_MS = {"1 thread, batch 200": 31, "4 threads, 4 x 50": 14}
 GOAL_P99_MS = 10.0
@@ -109,17 +107,13 @@ def train_and_export(args, config, work_dir: str, export_dir: str) -> str:
     from pipeline import transform_job
     from trainer import export
     from trainer.train import train
-    from transforms import synthetic
 
     transform_job.quiet_beam_logs()
     log = lambda line: print(f"bench: {line}", flush=True)  # noqa: E731
     transform_dir = args.transform_dir
     if transform_dir is None:
-        raw_dir = os.path.join(work_dir, "raw")
-        synthetic.write_log(raw_dir, days=1, rows_per_day=args.rows, seed=args.seed, shards=2)
-        transform_dir = os.path.join(work_dir, "transform")
-        transform_job.run_transform(config, os.path.join(raw_dir, "day=*", "*.csv"),
-                                    transform_dir, log=log)
+        transform_dir, _ = common.synthetic_transform(config, work_dir, args.rows,
+                                                      seed=args.seed, shards=2)
     model_dir = os.path.join(work_dir, "model")
     params = dataclasses.replace(config.train, max_steps=args.steps, epochs=10**6)
     log(f"training {list(params.hidden_units)} / {params.embedding_dim}-d embeddings for "
@@ -255,7 +249,7 @@ def model_size(loaded) -> dict:
 
 
 def measure_latency(args, export_dir: str, requests_path: str, threads: int) -> dict:
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run(
         [sys.executable, __file__, "--latency-worker", "--model", export_dir,
          "--requests", requests_path, "--threads", str(threads), "--calls", str(args.calls),
@@ -301,20 +295,6 @@ def markdown(result: dict) -> str:
               f"{score['candidates_per_cpu_second']:,.0f} | {score['load_average'][0]:.1f} | "
               f"≥ {GOAL_CANDIDATES_PER_SECOND:,}/s |"]
     return "\n".join(lines)
-
-
-def merge_into(path: str, result: dict) -> None:
-    """Updates only this benchmark's key; other benchmarks' figures stay as they are."""
-    results = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            results = json.load(f)
-    results[BENCH_KEY] = result
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> dict:
@@ -365,7 +345,7 @@ def main(argv=None) -> dict:
     p99 = {r["threads"]: r["p99_ms"] for r in latency}
     best_p99 = min(p99.values())
     result = {
-        "bench": BENCH_KEY, "smoke": args.smoke, "cpus": os.cpu_count(),
+        "bench": BENCH_KEY, "smoke": args.smoke, "cpus": os.cpu_count(), "cpu_model": common.cpu_model(),
         "model": args.model, "hidden_units": latency[0]["hidden_units"],
         "embedding_dim": latency[0]["embedding_dim"],
         "train_rows": None if args.model else args.rows,
@@ -392,7 +372,7 @@ def main(argv=None) -> dict:
     print(markdown(result), flush=True)
     for goal, text in result["goals"].items():
         print(f"bench: goal {goal}: {text}", flush=True)
-    merge_into(args.out, result)
+    common.merge_results(args.out, BENCH_KEY, result)
     print(json.dumps(result), flush=True)
     return result
 

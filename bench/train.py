@@ -35,9 +35,7 @@ import time
 
 import numpy as np
 
-# TFT needs Keras 2; this must be set before TensorFlow is first imported.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import common  # noqa: E402  (first: the Keras mode, the repository on sys.path)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -67,16 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def make_transform_output(config, rows: int, work_dir: str) -> str:
-    from pipeline import transform_job
-    from transforms import synthetic
-
-    transform_job.quiet_beam_logs()
-    raw_dir = os.path.join(work_dir, "raw")
-    synthetic.write_log(raw_dir, days=1, rows_per_day=rows, seed=1, shards=2)
-    transform_dir = os.path.join(work_dir, "transform")
-    transform_job.run_transform(config, os.path.join(raw_dir, "day=*", "*.csv"), transform_dir,
-                                log=lambda line: print(f"bench: {line}", flush=True))
-    return transform_dir
+    return common.synthetic_transform(config, work_dir, rows, seed=1, shards=2)[0]
 
 
 def _endless_batches(make_epoch):
@@ -352,7 +341,7 @@ def main(argv=None) -> dict:
         "train_examples": train_examples, "batch_size": params.batch_size,
         "hidden_units": list(params.hidden_units), "embedding_dim": params.embedding_dim,
         "steps": args.steps, "warmup_steps": args.warmup_steps, "threads": args.threads,
-        "cpus": os.cpu_count(),
+        "cpus": os.cpu_count(), "cpu_model": common.cpu_model(),
         "tensorflow": tf.__version__,
         "repeats": args.repeats,
         "ours_examples_per_second": round(ours, 1),
@@ -366,13 +355,7 @@ def main(argv=None) -> dict:
     }
     print(json.dumps(result), flush=True)
     if args.out:
-        merged = {}
-        if os.path.exists(args.out):
-            with open(args.out) as f:
-                merged = json.load(f)
-        merged["train"] = result
-        with open(args.out, "w") as f:
-            json.dump(merged, f, indent=2)
+        common.merge_results(args.out, "train", result)
     return result
 
 

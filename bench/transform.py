@@ -39,9 +39,8 @@ import time
 
 import numpy as np
 
-# TFT needs Keras 2; this must be set before TensorFlow is first imported.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import common  # noqa: E402  (first: the Keras mode, the repository on sys.path)
+from common import merge_results  # noqa: E402,F401  (run_loop and tests import it here)
 
 GOAL_ROWS = 1_000_000
 GOAL_SECONDS = 90.0
@@ -53,7 +52,7 @@ MULTI_PROCESSING_ARGS = ("--direct_running_mode=multi_processing", "--direct_num
 # zlib's default level, which Beam's GZIP sink uses for our TFRecords
 # (apache_beam/io/filesystem.py). Arrow's own gzip default is 9, five times slower here.
 GZIP_LEVEL = 6
-DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
+DEFAULT_OUT = common.RESULTS_FILE
 RESULTS_KEY = "transform"
 
 
@@ -464,25 +463,6 @@ def markdown_table(rows: int, runs: dict, reference: dict) -> str:
     return "\n".join(lines)
 
 
-def merge_results(path: str, key: str, figures: dict) -> None:
-    """Updates one key of the results file, keeping what other benchmarks wrote there."""
-    results = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            try:
-                results = json.load(f)
-            except json.JSONDecodeError as e:
-                raise SystemExit(f"bench: {path} is not valid JSON ({e}); fix or remove it "
-                                 "(it holds the figures of every benchmark)") from None
-    results[key] = figures
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = f"{path}.partial"
-    with open(partial, "w") as f:
-        json.dump(results, f, indent=2)
-        f.write("\n")
-    os.replace(partial, path)  # a reader never sees a half-written file
-
-
 def main(argv=None) -> dict:
     args, pipeline_args = parse_args(argv)
     # Imports before any clock starts: neither side is charged for loading TF or Arrow.
@@ -551,7 +531,8 @@ def main(argv=None) -> dict:
     ours = runs[IN_PROCESS]
     result = {
         "bench": "transform", "smoke": args.smoke, "rows": args.rows, "shards": args.shards,
-        "cpus": os.cpu_count(), "config": config.source, "config_digest": config.digest,
+        "cpus": os.cpu_count(), "cpu_model": common.cpu_model(), "config": config.source,
+        "config_digest": config.digest,
         "generate_seconds": round(generate_seconds, 2),
         "ours_seconds": ours["seconds"], "ours_rows_per_second": ours["rows_per_second"],
         "reference_seconds": reference["seconds"],

@@ -4,10 +4,10 @@ import dataclasses
 import os
 import types
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import pytest
+import transforms  # noqa: F401,E402  (the Keras mode, before TensorFlow loads)
+import pytest  # noqa: E402
 
 from configs import shipped_config
 from transforms.config import TrainParams, load_config

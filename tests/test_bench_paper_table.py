@@ -12,7 +12,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "paper_table.py"
 def test_smoke_run_scores_the_three_models_and_keeps_other_results(tmp_path):
     out = tmp_path / "results.json"
     out.write_text(json.dumps({"transform": {"ours_rows_per_second": 1.0}}))
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
     done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out)],
                           capture_output=True, text=True, env=env, timeout=300)

@@ -12,7 +12,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "quality.py"
 
 def test_smoke_run_scores_widedeep_and_both_baselines(tmp_path):
     out = tmp_path / "quality.json"
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run([sys.executable, str(SCRIPT), "--datasets", "criteo_like",
                            "--rows", "3000", "--smoke", "--tune-trials", "2",
                            "--work", str(tmp_path / "work"), "--out", str(out)],

@@ -13,7 +13,7 @@ def test_smoke_run_reports_latency_and_scoring_and_keeps_other_results(transform
                                                                        tmp_path):
     out = tmp_path / "results.json"
     out.write_text(json.dumps({"transform": {"ours_rows_per_second": 1.0}}))
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
     done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--transform-dir",
                            transform_output.transform_dir, "--out", str(out)],

@@ -118,3 +118,21 @@ def test_invalid_toml_and_missing_file_are_reported(tmp_path):
         load_config(write(tmp_path, "[input\n"))
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_importing_any_package_of_ours_puts_tensorflow_in_keras_2_mode():
+    """TFT needs Keras 2: the mode is set in one place (transforms/__init__.py) that every
+    entry point imports first; a shell without TF_USE_LEGACY_KERAS must still get it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    for package in ("pipeline", "trainer", "transforms"):
+        done = subprocess.run(
+            [sys.executable, "-c", f"import {package}, tensorflow as tf; print(tf.keras.__name__)"],
+            capture_output=True, text=True, env=env, timeout=120,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip().splitlines()[-1].startswith("tf_keras"), (package, done.stdout)

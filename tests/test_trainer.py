@@ -239,7 +239,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_step(transform_output, tmp_pat
     job = tmp_path / "job.pkl"
     job.write_bytes(pickle.dumps((transform_output.config, transform_output.transform_dir,
                                   model_dir, params)))
-    env = dict(os.environ, PYTHONPATH=REPO, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
     child = subprocess.Popen([sys.executable, "-c", _CHILD, str(job)], cwd=REPO, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watchdog = threading.Timer(120, child.kill)

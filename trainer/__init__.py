@@ -1,4 +1,1 @@
-import os
-
-# TFT 1.21 needs Keras 2; this must be set before TensorFlow is first imported.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import transforms  # noqa: F401  (sets the Keras mode before TensorFlow loads: transforms/__init__.py)

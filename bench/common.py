@@ -1,0 +1,74 @@
+"""What every benchmark shares: the Keras mode and quiet TensorFlow logs before TensorFlow
+loads, the repository importable, the CPU model (every figure is printed with it), the
+synthetic app-store log written and transformed, and ``bench/results.json`` updated one
+benchmark's key at a time.
+
+Import it first, as ``import common`` (the scripts run as ``python bench/<name>.py``, so
+this folder is on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_FILE = os.path.join(ROOT, "bench", "results.json")
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+import transforms  # noqa: E402,F401  (sets the Keras mode: transforms/__init__.py)
+
+
+def log(line: str) -> None:
+    print(f"bench: {line}", flush=True)
+
+
+def cpu_model() -> str:
+    """``lscpu``'s model name: hosts differ by up to 2x, so figures travel with it."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return next((line.split(":", 1)[1].strip() for line in out.splitlines()
+                 if line.startswith("Model name")), "unknown")
+
+
+def merge_results(path: str, key: str, figures: dict) -> None:
+    """Updates one key of the results file, keeping what other benchmarks wrote there."""
+    results = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            try:
+                results = json.load(f)
+            except json.JSONDecodeError as e:
+                raise SystemExit(f"bench: {path} is not valid JSON ({e}); fix or remove it "
+                                 "(it holds the figures of every benchmark)") from None
+    results[key] = figures
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = f"{path}.partial"
+    with open(partial, "w") as f:
+        json.dump(results, f, indent=2)
+        f.write("\n")
+    os.replace(partial, path)  # a reader never sees a half-written file
+
+
+def synthetic_transform(config, work_dir: str, rows: int, *, seed: int = 0,
+                        shards: int = 1) -> tuple[str, dict]:
+    """Writes ``rows`` rows of the synthetic log (one day) under ``work_dir/raw`` and
+    transforms them into ``work_dir/transform``; returns (transform dir, stats)."""
+    from pipeline import transform_job
+    from transforms import synthetic
+
+    transform_job.quiet_beam_logs()
+    raw_dir = os.path.join(work_dir, "raw")
+    shutil.rmtree(raw_dir, ignore_errors=True)
+    synthetic.write_log(raw_dir, days=1, rows_per_day=rows, seed=seed, shards=shards)
+    transform_dir = os.path.join(work_dir, "transform")
+    stats = transform_job.run_transform(config, os.path.join(raw_dir, "day=*", "*.csv"),
+                                        transform_dir, log=log)
+    return transform_dir, stats
