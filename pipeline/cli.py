@@ -117,6 +117,93 @@ def _parser() -> argparse.ArgumentParser:
 BEAM_COMMANDS = ("transform", "run", "nightly", "score")
 
 
+# Each command imports what it runs when it runs: TensorFlow, TFT and Beam take seconds to
+# import, which `widedeep --help` and `widedeep history` should not pay.
+
+def _synth(args, beam_args) -> int:
+    from transforms import synthetic
+    written = synthetic.write_log(args.out, days=args.days, rows_per_day=args.rows_per_day,
+                                  seed=args.seed, start_date=args.start_date,
+                                  shards=args.shards, first_day_index=args.first_day_index)
+    LOG.info("synth: wrote %d file(s) → %s", len(written), args.out)
+    return 0
+
+
+def _score(args, beam_args) -> int:
+    from pipeline import score_job
+    score_job.run_score(args.model, args.input, args.out, top_k=args.top_k,
+                        pipeline_args=beam_args, log=LOG.info)
+    return 0
+
+
+def _history(args, beam_args) -> int:
+    from pipeline import orchestrate
+    print(orchestrate.format_history(orchestrate.history(args.work_dir)))
+    return 0
+
+
+def _datasets(args, beam_args) -> int:
+    from pipeline import datasets
+    path = datasets.prepare(args.name, args.src, args.out)
+    LOG.info("datasets: %s prepared → %s", args.name, path)
+    return 0
+
+
+def _transform(config, args, beam_args) -> int:
+    from pipeline import transform_job
+    from transforms import paths
+    transform_job.run_transform(config, args.input, paths.join(args.work_dir, "transform"),
+                                eval_input_pattern=args.eval_input,
+                                pipeline_args=beam_args, log=LOG.info)
+    return 0
+
+
+def _train(config, args, beam_args) -> int:
+    from transforms.config import with_overrides
+    from trainer import distribute
+    from trainer import train as trainer
+    try:
+        worker = distribute.worker_from_env()
+    except ValueError as e:
+        LOG.error("error: %s", e)
+        return 2
+    params = with_overrides(config.train, {
+        "model_type": args.model, "epochs": args.epochs, "max_steps": args.max_steps,
+        "batch_size": args.batch_size})
+    warm = None if args.warm_start == "none" else args.warm_start
+    trainer.train(config, args.transform_dir, args.model_dir, params=params,
+                  warm_start_from=warm, log=LOG.info, worker=worker)
+    return 0
+
+
+def _tune(config, args, beam_args) -> int:
+    from pipeline import tune
+    tune.tune(config, args.transform_dir, args.out, trials=args.trials,
+              timeout_seconds=args.timeout_minutes * 60 if args.timeout_minutes else None,
+              log=LOG.info)
+    return 0
+
+
+def _run(config, args, beam_args) -> int:
+    from pipeline import orchestrate
+    return orchestrate.run(config, work_dir=args.work_dir, input_pattern=args.input,
+                           eval_input_pattern=args.eval_input, run_id=args.run_id,
+                           synth_rows=args.synth_rows, warm_start=args.warm_start,
+                           ablations=args.ablations, pipeline_args=beam_args)
+
+
+def _nightly(config, args, beam_args) -> int:
+    from pipeline import orchestrate
+    return orchestrate.nightly(config, work_dir=args.work_dir,
+                               input_template=args.input_template, date=args.date,
+                               eval_input_pattern=args.eval_input, pipeline_args=beam_args)
+
+
+COMMANDS = {"synth": _synth, "score": _score, "history": _history, "datasets": _datasets}
+CONFIG_COMMANDS = {"transform": _transform, "train": _train, "tune": _tune, "run": _run,
+                   "nightly": _nightly}
+
+
 def main(argv: list[str] | None = None) -> int:
     args, beam_args = _parser().parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -126,78 +213,17 @@ def main(argv: list[str] | None = None) -> int:
     if beam_args and args.command not in BEAM_COMMANDS:
         _parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
 
-    from transforms.config import ConfigError, load_config
+    from pipeline.beam_job import DataJobError
     from pipeline.datasets import DatasetError
     from pipeline.io import InputError
-    from pipeline.beam_job import DataJobError
     from pipeline.tune import TuneError
+    from transforms.config import ConfigError, load_config
 
     try:
-        if args.command == "synth":
-            from transforms import synthetic
-            written = synthetic.write_log(args.out, days=args.days, rows_per_day=args.rows_per_day,
-                                        seed=args.seed, start_date=args.start_date,
-                                        shards=args.shards,
-                                        first_day_index=args.first_day_index)
-            LOG.info("synth: wrote %d file(s) → %s", len(written), args.out)
-            return 0
-        if args.command == "score":
-            from pipeline import score_job
-            score_job.run_score(args.model, args.input, args.out, top_k=args.top_k,
-                                pipeline_args=beam_args, log=LOG.info)
-            return 0
-        if args.command == "history":
-            from pipeline import orchestrate
-            print(orchestrate.format_history(orchestrate.history(args.work_dir)))
-            return 0
-        if args.command == "datasets":
-            from pipeline import datasets
-            path = datasets.prepare(args.name, args.src, args.out)
-            LOG.info("datasets: %s prepared → %s", args.name, path)
-            return 0
-        config = load_config(args.config)
-        if args.command == "transform":
-            from pipeline import transform_job
-            from transforms import paths
-            transform_job.run_transform(config, args.input, paths.join(args.work_dir, "transform"),
-                                        eval_input_pattern=args.eval_input,
-                                        pipeline_args=beam_args, log=LOG.info)
-            return 0
-        if args.command == "train":
-            from transforms.config import with_overrides
-            from trainer import distribute
-            from trainer import train as trainer
-            try:
-                worker = distribute.worker_from_env()
-            except ValueError as e:
-                LOG.error("error: %s", e)
-                return 2
-            params = with_overrides(config.train, {
-                "model_type": args.model, "epochs": args.epochs, "max_steps": args.max_steps,
-                "batch_size": args.batch_size})
-            warm = None if args.warm_start == "none" else args.warm_start
-            trainer.train(config, args.transform_dir, args.model_dir, params=params,
-                          warm_start_from=warm, log=LOG.info, worker=worker)
-            return 0
-        if args.command == "tune":
-            from pipeline import tune
-            tune.tune(config, args.transform_dir, args.out, trials=args.trials,
-                      timeout_seconds=(args.timeout_minutes * 60
-                                       if args.timeout_minutes else None), log=LOG.info)
-            return 0
-        if args.command == "run":
-            from pipeline import orchestrate
-            return orchestrate.run(config, work_dir=args.work_dir, input_pattern=args.input,
-                                   eval_input_pattern=args.eval_input, run_id=args.run_id,
-                                   synth_rows=args.synth_rows, warm_start=args.warm_start,
-                                   ablations=args.ablations,
-                                   pipeline_args=beam_args)
-        if args.command == "nightly":
-            from pipeline import orchestrate
-            return orchestrate.nightly(config, work_dir=args.work_dir,
-                                       input_template=args.input_template, date=args.date,
-                                       eval_input_pattern=args.eval_input,
-                                       pipeline_args=beam_args)
+        if args.command in COMMANDS:
+            return COMMANDS[args.command](args, beam_args)
+        if args.command in CONFIG_COMMANDS:
+            return CONFIG_COMMANDS[args.command](load_config(args.config), args, beam_args)
     except (ConfigError, InputError, DataJobError, DatasetError, TuneError) as e:
         LOG.error("error: %s", e)
         return 2

@@ -358,10 +358,36 @@ def load_config(path: str | Path) -> FeatureConfig:
 
 
 def parse_config(data: Mapping[str, Any], source: str = "<config>") -> FeatureConfig:
+    """One loader per table, in the order later tables refer to earlier ones."""
     root = _Table(source, "", dict(data))
     input_spec = _load_input(root)
+    label = _load_label(root.table("label", required=True))
+    columns = _load_columns(root.table("columns", required=True), label, input_spec)
+    by_name = {c.name: c for c in columns}
+    crosses = _load_crosses(root, by_name)
+    wide, deep = _load_model(root.table("model", required=True), columns, crosses)
+    slices = _load_slices(root.table("eval"), by_name)
+    split = _load_split(root.table("split"), by_name)
+    validation_t = root.table("validation")
+    max_dead = validation_t.get("max_dead_letter_fraction", float, 0.01,
+                                check=lambda v: 0 <= v <= 1, why="must be between 0 and 1")
+    validation_t.finish()
+    train = _load_dataclass(root.table("train"), TrainParams)
+    gate = _load_dataclass(root.table("gate"), GateParams)
+    serving = _load_dataclass(root.table("serving"), ServingParams)
+    for key, names_ in (("query_columns", serving.query_columns),
+                        ("item_column", (serving.item_column,) if serving.item_column else ())):
+        for n in names_:
+            if n not in by_name:
+                raise ConfigError(f"{source}: key 'serving.{key}': '{n}' is not a column")
+    root.finish()
+    return FeatureConfig(source=source, input=input_spec, label=label, columns=columns,
+                         crosses=crosses, wide=wide, deep=deep, slices=slices,
+                         split=split, max_dead_letter_fraction=max_dead, train=train,
+                         gate=gate, serving=serving)
 
-    label_t = root.table("label", required=True)
+
+def _load_label(label_t: _Table) -> LabelSpec:
     label = LabelSpec(column=label_t.get("column", str), positive=label_t.strings("positive"),
                       negative=label_t.strings("negative"))
     if not label.positive or not label.negative:
@@ -371,8 +397,13 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> FeatureCo
     if both:
         raise label_t.error("negative", f"value {sorted(both)[0]!r} is also positive")
     label_t.finish()
+    return label
 
-    columns_table = root.table("columns", required=True)
+
+def _load_columns(columns_table: _Table, label: LabelSpec,
+                  input_spec: InputSpec) -> tuple[ColumnSpec, ...]:
+    """The columns in file order (input.columns) when it is given, else config order."""
+    source = columns_table.source
     if not columns_table.data:
         raise columns_table.error("", "no columns defined")
     if label.column in columns_table.data:
@@ -383,21 +414,23 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> FeatureCo
     columns += (ColumnSpec(name=label.column, kind=LABEL),)
     columns_table.finish()
     by_name = {c.name: c for c in columns}
+    if not input_spec.columns:
+        return columns
+    extra = [c for c in input_spec.columns if c not in by_name]
+    if extra:
+        raise ConfigError(f"{source}: key 'input.columns': column '{extra[0]}' has no "
+                          f"[columns.{extra[0]}] table (mark it kind = \"ignore\" to drop it)")
+    missing = [c for c in by_name if c not in input_spec.columns]
+    if missing:
+        raise ConfigError(f"{source}: key 'input.columns': column '{missing[0]}' is "
+                          f"configured but not listed here")
+    return tuple(by_name[c] for c in input_spec.columns)
 
-    if input_spec.columns:
-        extra = [c for c in input_spec.columns if c not in by_name]
-        if extra:
-            raise ConfigError(f"{source}: key 'input.columns': column '{extra[0]}' has no "
-                              f"[columns.{extra[0]}] table (mark it kind = \"ignore\" to drop it)")
-        missing = [c for c in by_name if c not in input_spec.columns]
-        if missing:
-            raise ConfigError(f"{source}: key 'input.columns': column '{missing[0]}' is "
-                              f"configured but not listed here")
-        columns = tuple(by_name[c] for c in input_spec.columns)
 
+def _load_crosses(root: _Table, by_name: dict[str, ColumnSpec]) -> tuple[CrossSpec, ...]:
     crosses = []
     for i, item in enumerate(root.get("crosses", list, [])):
-        t = _Table(source, f"crosses[{i}]", item)
+        t = _Table(root.source, f"crosses[{i}]", item)
         cross_columns = t.strings("columns")
         if len(cross_columns) < 2:
             raise t.error("columns", "a cross needs at least two columns")
@@ -411,12 +444,14 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> FeatureCo
         name = t.get("name", str, "_x_".join(cross_columns))
         crosses.append(CrossSpec(name=name, columns=cross_columns, **_load_vocab_or_hash(t)))
         t.finish()
-    names = [c.name for c in columns] + [x.name for x in crosses]
+    names = list(by_name) + [x.name for x in crosses]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
-        raise ConfigError(f"{source}: key 'crosses': name '{sorted(dup)[0]}' is used twice")
+        raise ConfigError(f"{root.source}: key 'crosses': name '{sorted(dup)[0]}' is used twice")
+    return tuple(crosses)
 
-    model_t = root.table("model", required=True)
+
+def _load_model(model_t: _Table, columns, crosses) -> tuple[tuple[str, ...], tuple[str, ...]]:
     features = {c.name for c in columns if c.kind in (CATEGORICAL, MULTIVALENT, NUMERIC)}
     features |= {x.name for x in crosses}
     wide, deep = model_t.strings("wide"), model_t.strings("deep")
@@ -428,8 +463,10 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> FeatureCo
     if not wide or not deep:
         raise model_t.error("wide" if not wide else "deep", "must name at least one feature")
     model_t.finish()
+    return wide, deep
 
-    eval_t = root.table("eval")
+
+def _load_slices(eval_t: _Table, by_name: dict[str, ColumnSpec]) -> tuple[str, ...]:
     slices = eval_t.strings("slices", ())
     for s in slices:
         # Slices are read back from the raw eval examples as strings.
@@ -438,8 +475,10 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> FeatureCo
             raise eval_t.error("slices", f"'{s}' is {kind}; slices take categorical or key "
                                          "columns")
     eval_t.finish()
+    return slices
 
-    split_t = root.table("split")
+
+def _load_split(split_t: _Table, by_name: dict[str, ColumnSpec]) -> SplitSpec:
     split = SplitSpec(
         method=split_t.get("method", str, "hash", check=lambda v: v in SPLIT_METHODS,
                            why=f"must be one of {', '.join(SPLIT_METHODS)}"),
@@ -469,25 +508,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> FeatureCo
                                               f"{by_name[split.day_column].kind} column; the day "
                                               "column must hold one value per row")
     split_t.finish()
-
-    validation_t = root.table("validation")
-    max_dead = validation_t.get("max_dead_letter_fraction", float, 0.01,
-                                check=lambda v: 0 <= v <= 1, why="must be between 0 and 1")
-    validation_t.finish()
-
-    train = _load_dataclass(root.table("train"), TrainParams)
-    gate = _load_dataclass(root.table("gate"), GateParams)
-    serving = _load_dataclass(root.table("serving"), ServingParams)
-    for key, names_ in (("query_columns", serving.query_columns),
-                        ("item_column", (serving.item_column,) if serving.item_column else ())):
-        for n in names_:
-            if n not in by_name:
-                raise ConfigError(f"{source}: key 'serving.{key}': '{n}' is not a column")
-    root.finish()
-    return FeatureConfig(source=source, input=input_spec, label=label, columns=columns,
-                         crosses=tuple(crosses), wide=wide, deep=deep, slices=slices,
-                         split=split, max_dead_letter_fraction=max_dead, train=train,
-                         gate=gate, serving=serving)
+    return split
 
 
 def _at_least(low):
