@@ -261,7 +261,6 @@ def main(argv=None) -> dict:
     import tensorflow_transform.beam  # noqa: F401  (loaded before any clock starts)
 
     from configs import shipped_config
-    from pipeline import gate
     from pipeline import transform_job
     from transforms.config import load_config
 
@@ -296,14 +295,7 @@ def main(argv=None) -> dict:
         if not args.work_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
 
-    true_labels, true_probabilities = true_eval_probabilities(config, args.rows, args.seed)
-    # The generator's eval rows must be the transform's: same count, same positives.
-    if (len(true_labels), int(true_labels.sum())) != (len(labels), int(labels.sum())):
-        raise SystemExit(f"bench: the generator's eval rows ({len(true_labels)}, "
-                         f"{int(true_labels.sum())} positive) are not the transform's "
-                         f"({len(labels)}, {int(labels.sum())} positive)")
-    truth = {**_headline(gate.metrics(true_labels, true_probabilities)),
-             "roc": _roc(true_labels, true_probabilities)}
+    truth = _true_probability_scores(config, args, labels)
     for model_type, m in models.items():
         m["gain_over_wide"] = round(m["auc"] - models["wide"]["auc"], 5)
     truth["gain_over_wide"] = round(truth["auc"] - models["wide"]["auc"], 5)
@@ -339,19 +331,37 @@ def main(argv=None) -> dict:
         "seconds": round(time.perf_counter() - started, 1),
     }
     merge_results(args.out, RESULTS_KEY, result)
+    page = _write_page(args, len(labels), budget, ordering, models, truth)
+    print(f"bench: figures in {args.out}; table and ROC curves in {page}", flush=True)
+    return result
+
+
+def _true_probability_scores(config, args, labels) -> dict:
+    """AUC and log loss of the generator's own click probabilities on the eval rows."""
+    from pipeline import gate
+
+    true_labels, true_probabilities = true_eval_probabilities(config, args.rows, args.seed)
+    # The generator's eval rows must be the transform's: same count, same positives.
+    if (len(true_labels), int(true_labels.sum())) != (len(labels), int(labels.sum())):
+        raise SystemExit(f"bench: the generator's eval rows ({len(true_labels)}, "
+                         f"{int(true_labels.sum())} positive) are not the transform's "
+                         f"({len(labels)}, {int(labels.sum())} positive)")
+    return {**_headline(gate.metrics(true_labels, true_probabilities)),
+            "roc": _roc(true_labels, true_probabilities)}
+
+
+def _write_page(args, eval_rows: int, budget, ordering: bool, models: dict, truth: dict) -> str:
     from pipeline import report
 
-    page = report.write_comparison_report(
+    return report.write_comparison_report(
         os.path.join(os.path.dirname(os.path.abspath(args.out)), REPORT_NAME),
         title="The paper's Table 1 on the synthetic app-store log",
-        intro=(f"{args.rows:,} rows of day 0 (seed {args.seed}); {len(labels):,} eval rows "
+        intro=(f"{args.rows:,} rows of day 0 (seed {args.seed}); {eval_rows:,} eval rows "
                f"(users not trained on); {budget.epochs} epoch(s) each, every model at the "
                f"learning rate that won on a holdout of the train rows. Wide & Deep beats "
                f"both ablations: {'yes' if ordering else 'NO'}."),
         headers=TABLE_HEADERS, rows=table_rows(models, truth),
         models=[(NAMES[k], m) for k, m in models.items()] + [(TRUTH_NAME, truth)])
-    print(f"bench: figures in {args.out}; table and ROC curves in {page}", flush=True)
-    return result
 
 
 if __name__ == "__main__":

@@ -163,14 +163,9 @@ def _bags(values, starts, lengths, rows):
     return values[positions], offsets
 
 
-def bench_torch(inputs, params, decoded, steps: int, warmup: int, threads: int) -> float:
+def _torch_ftrl():
+    """A torch optimizer class doing tf_keras' FTRL update."""
     import torch
-    from torch import nn
-
-    from transforms import config as cfg
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(params.seed)
 
     class Ftrl(torch.optim.Optimizer):
         """tf_keras' FTRL update (learning_rate_power -0.5, beta 0), dense like it."""
@@ -196,6 +191,16 @@ def bench_torch(inputs, params, decoded, steps: int, warmup: int, threads: int) 
                     quadratic = new_accum.sqrt() / lr + 2 * l2
                     p.copy_((linear.clamp(-l1, l1) - linear) / quadratic)
                     accum.copy_(new_accum)
+
+    return Ftrl
+
+
+def _torch_wide_deep(inputs, params):
+    """The same Wide & Deep as trainer/model.py, in torch."""
+    import torch
+    from torch import nn
+
+    from transforms import config as cfg
 
     class WideDeep(nn.Module):
         def __init__(self):
@@ -234,10 +239,22 @@ def bench_torch(inputs, params, decoded, steps: int, warmup: int, threads: int) 
                                 else x.view(-1, 1))
             return torch.stack(wide).sum(0) + self.mlp(torch.cat(deep, dim=1))
 
-    model = WideDeep()
+    return WideDeep()
+
+
+def bench_torch(inputs, params, decoded, steps: int, warmup: int, threads: int) -> float:
+    import torch
+    from torch import nn
+
+    from transforms import config as cfg
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(params.seed)
+
+    model = _torch_wide_deep(inputs, params)
     wide_params = list(model.wide.parameters()) + [model.wide_bias]
     deep_params = list(model.deep.parameters()) + list(model.mlp.parameters())
-    ftrl = Ftrl(wide_params, params.wide_learning_rate, params.wide_l1, params.wide_l2)
+    ftrl = _torch_ftrl()(wide_params, params.wide_learning_rate, params.wide_l1, params.wide_l2)
     adagrad = torch.optim.Adagrad(deep_params, lr=params.deep_learning_rate,
                                   initial_accumulator_value=0.1, eps=1e-7)
     loss_fn = nn.BCEWithLogitsLoss()
@@ -267,6 +284,21 @@ def bench_torch(inputs, params, decoded, steps: int, warmup: int, threads: int) 
         adagrad.step()
 
     return _timed(step, batches(), lambda b: b["size"], steps, warmup)
+
+
+def _rounds(args, inputs, params, transform_dir, feature_spec, label, decoded):
+    """Ours and (with decoded batches) torch, alternating, `args.repeats` times each."""
+    ours_runs, torch_runs = [], []
+    for round_ in range(1, args.repeats + 1):
+        ours_runs.append(bench_ours_steps(inputs, params, transform_dir, feature_spec,
+                                          label, args.steps, args.warmup_steps))
+        line = f"bench: round {round_}/{args.repeats}: ours {ours_runs[-1]:,.0f} examples/s"
+        if decoded is not None:
+            torch_runs.append(bench_torch(inputs, params, decoded, args.steps,
+                                          args.warmup_steps, args.threads))
+            line += f", torch {torch_runs[-1]:,.0f} examples/s"
+        print(line, flush=True)
+    return ours_runs, torch_runs
 
 
 def main(argv=None) -> dict:
@@ -313,17 +345,8 @@ def main(argv=None) -> dict:
             decoded = None
         else:
             decoded = decode_split(transform_dir, feature_spec, label, inputs)
-
-        ours_runs, torch_runs = [], []
-        for round_ in range(1, args.repeats + 1):
-            ours_runs.append(bench_ours_steps(inputs, params, transform_dir, feature_spec,
-                                              label, args.steps, args.warmup_steps))
-            line = f"bench: round {round_}/{args.repeats}: ours {ours_runs[-1]:,.0f} examples/s"
-            if decoded is not None:
-                torch_runs.append(bench_torch(inputs, params, decoded, args.steps,
-                                              args.warmup_steps, args.threads))
-                line += f", torch {torch_runs[-1]:,.0f} examples/s"
-            print(line, flush=True)
+        ours_runs, torch_runs = _rounds(args, inputs, params, transform_dir, feature_spec,
+                                        label, decoded)
         ours = float(np.median(ours_runs))
         torch_rate = float(np.median(torch_runs)) if torch_runs else None
         ours_train = bench_ours_train(config, params, transform_dir,

@@ -311,13 +311,73 @@ def _eval_mask(config, prepared) -> np.ndarray:
                      "second input; the benchmark generates one log (use \"hash\" or \"day\")")
 
 
+def _reference_analyze(columns, crosses, train):
+    """(vocabularies, quantile boundaries, the train split's cross tokens) of the train split."""
+    from transforms import config as cfg
+    from transforms.features import CROSS_SEPARATOR
+
+    vocabularies, boundaries, train_crosses = {}, {}, {}
+    for column in columns:
+        if column.kind == cfg.NUMERIC:
+            values = train.column(column.name).to_numpy()
+            quantiles = np.linspace(0, 1, column.quantile_buckets + 1)[1:-1]
+            boundaries[column.name] = (np.quantile(values, quantiles) if len(values)
+                                       else np.zeros(len(quantiles)))
+        elif not column.hash_buckets:
+            vocabularies[column.vocab_name] = _vocabulary(
+                _ListColumn.of(train.column(column.name)).flat, column.vocab_min_count)
+    for cross in crosses:
+        tokens = _cross([_ListColumn.of(train.column(c)) for c in cross.columns],
+                        CROSS_SEPARATOR)
+        train_crosses[cross.name] = tokens  # reused by the apply phase, not rebuilt
+        if not cross.hash_buckets:
+            vocabularies[cross.vocab_name] = _vocabulary(tokens.flat, cross.vocab_min_count)
+    return vocabularies, boundaries, train_crosses
+
+
+def _reference_apply(config, columns, crosses, splits, vocabularies, boundaries,
+                     train_crosses) -> dict:
+    """Both splits through the analysis: ids, [0, 1] buckets and cross ids, as tables."""
+    import pyarrow as pa
+
+    from transforms import config as cfg
+    from transforms.features import CROSS_SEPARATOR
+
+    outputs = {}
+    for split_name, table in splits.items():
+        out = {}
+        for column in columns:
+            values = table.column(column.name)
+            if column.kind == cfg.NUMERIC:
+                buckets = np.searchsorted(boundaries[column.name], values.to_numpy(),
+                                          side="right")
+                out[column.name] = pa.array(
+                    (buckets / (column.quantile_buckets - 1)).astype(np.float32))
+                continue
+            lists = _ListColumn.of(values)
+            if column.hash_buckets:
+                ids = _hash_ids(lists.flat, column.hash_buckets)
+            else:
+                ids = _vocabulary_ids(lists.flat, vocabularies[column.vocab_name],
+                                      column.oov_buckets)
+            out[column.name] = lists.with_ids(ids) if column.kind == cfg.MULTIVALENT else ids
+        for cross in crosses:
+            tokens = (train_crosses[cross.name] if split_name == "train" else
+                      _cross([_ListColumn.of(table.column(c)) for c in cross.columns],
+                             CROSS_SEPARATOR))
+            ids = (_hash_ids(tokens.flat, cross.hash_buckets) if cross.hash_buckets else
+                   _vocabulary_ids(tokens.flat, vocabularies[cross.vocab_name],
+                                   cross.oov_buckets))
+            out[cross.name] = tokens.with_ids(ids)
+        out[config.label.column] = table.column(config.label.column)
+        outputs[split_name] = pa.table(out)
+    return outputs
+
+
 def run_reference(config, paths: list[str], output_dir: str) -> dict:
     """The reference, phase by phase; returns its times, split sizes and vocabularies."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from transforms import config as cfg
-    from transforms.features import CROSS_SEPARATOR
 
     used = set(config.model_feature_names())
     columns = [c for c in config.feature_columns if c.name in used]
@@ -348,54 +408,12 @@ def run_reference(config, paths: list[str], output_dir: str) -> dict:
     lap("split")
 
     # Analyze: statistics of the train split only (as TFT's AnalyzeAndTransformDataset).
-    train = splits["train"]
-    vocabularies, boundaries, train_crosses = {}, {}, {}
-    for column in columns:
-        if column.kind == cfg.NUMERIC:
-            values = train.column(column.name).to_numpy()
-            quantiles = np.linspace(0, 1, column.quantile_buckets + 1)[1:-1]
-            boundaries[column.name] = (np.quantile(values, quantiles) if len(values)
-                                       else np.zeros(len(quantiles)))
-        elif not column.hash_buckets:
-            vocabularies[column.vocab_name] = _vocabulary(
-                _ListColumn.of(train.column(column.name)).flat, column.vocab_min_count)
-    for cross in crosses:
-        tokens = _cross([_ListColumn.of(train.column(c)) for c in cross.columns],
-                        CROSS_SEPARATOR)
-        train_crosses[cross.name] = tokens  # reused by the apply phase, not rebuilt
-        if not cross.hash_buckets:
-            vocabularies[cross.vocab_name] = _vocabulary(tokens.flat, cross.vocab_min_count)
+    vocabularies, boundaries, train_crosses = _reference_analyze(columns, crosses,
+                                                                 splits["train"])
     lap("analyze")
 
-    # Apply to both splits.
-    outputs = {}
-    for split_name, table in splits.items():
-        out = {}
-        for column in columns:
-            values = table.column(column.name)
-            if column.kind == cfg.NUMERIC:
-                buckets = np.searchsorted(boundaries[column.name], values.to_numpy(),
-                                          side="right")
-                out[column.name] = pa.array(
-                    (buckets / (column.quantile_buckets - 1)).astype(np.float32))
-                continue
-            lists = _ListColumn.of(values)
-            if column.hash_buckets:
-                ids = _hash_ids(lists.flat, column.hash_buckets)
-            else:
-                ids = _vocabulary_ids(lists.flat, vocabularies[column.vocab_name],
-                                      column.oov_buckets)
-            out[column.name] = lists.with_ids(ids) if column.kind == cfg.MULTIVALENT else ids
-        for cross in crosses:
-            tokens = (train_crosses[cross.name] if split_name == "train" else
-                      _cross([_ListColumn.of(table.column(c)) for c in cross.columns],
-                             CROSS_SEPARATOR))
-            ids = (_hash_ids(tokens.flat, cross.hash_buckets) if cross.hash_buckets else
-                   _vocabulary_ids(tokens.flat, vocabularies[cross.vocab_name],
-                                   cross.oov_buckets))
-            out[cross.name] = tokens.with_ids(ids)
-        out[config.label.column] = table.column(config.label.column)
-        outputs[split_name] = pa.table(out)
+    outputs = _reference_apply(config, columns, crosses, splits, vocabularies, boundaries,
+                               train_crosses)
     del train_crosses
     lap("apply")
 
@@ -463,6 +481,22 @@ def markdown_table(rows: int, runs: dict, reference: dict) -> str:
     return "\n".join(lines)
 
 
+def _print_summary(rows: int, runs: dict, reference: dict, checks: dict) -> None:
+    print(f"bench: agreement: rows {'OK' if checks['rows_agree'] else 'DIFFER'} "
+          f"{checks['rows_out']}; vocabularies "
+          + ", ".join(f"{name} {v['ours']}/{v['reference']} "
+                      f"{'same' if v['same_tokens'] else 'DIFFER'}"
+                      f"{' (same order)' if v['same_order'] else ''}"
+                      for name, v in checks["vocabularies"].items()), flush=True)
+    print()
+    print(markdown_table(rows, runs, reference))
+    print()
+    for mode, run in runs.items():
+        for goal, verdict in run["goals"].items():
+            print(f"- {goal} ({mode}): {verdict}")
+    print()
+
+
 def main(argv=None) -> dict:
     args, pipeline_args = parse_args(argv)
     # Imports before any clock starts: neither side is charged for loading TF or Arrow.
@@ -514,19 +548,7 @@ def main(argv=None) -> dict:
         if not args.work_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
 
-    print(f"bench: agreement: rows {'OK' if checks['rows_agree'] else 'DIFFER'} "
-          f"{checks['rows_out']}; vocabularies "
-          + ", ".join(f"{name} {v['ours']}/{v['reference']} "
-                      f"{'same' if v['same_tokens'] else 'DIFFER'}"
-                      f"{' (same order)' if v['same_order'] else ''}"
-                      for name, v in checks["vocabularies"].items()), flush=True)
-    print()
-    print(markdown_table(args.rows, runs, reference))
-    print()
-    for mode, run in runs.items():
-        for goal, verdict in run["goals"].items():
-            print(f"- {goal} ({mode}): {verdict}")
-    print()
+    _print_summary(args.rows, runs, reference, checks)
 
     ours = runs[IN_PROCESS]
     result = {

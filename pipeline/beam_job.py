@@ -12,6 +12,7 @@ says where the template went.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import apache_beam as beam
@@ -106,23 +107,37 @@ def counters(result) -> dict[str, dict[str, int]]:
     return counts
 
 
-def dead_letters(counts: dict[str, dict[str, int]]) -> tuple[int, dict[str, int]]:
-    """(rows dead-lettered, by reason) from a job's counters."""
-    by_reason = dict(sorted(counts.get(DEAD_LETTER_NAMESPACE, {}).items()))
-    return sum(by_reason.values()), by_reason
+@dataclasses.dataclass(frozen=True)
+class JobCounts:
+    """A finished job's counters, read the way both jobs report them."""
+    main: dict[str, int]          # the job's own counters (rows_read, rows_train, ...)
+    rows_read: int
+    rows_dead: int
+    dead_by_reason: dict[str, int]
+
+    @classmethod
+    def of(cls, counts: dict[str, dict[str, int]]) -> "JobCounts":
+        main = counts.get(METRICS_NAMESPACE, {})
+        by_reason = dict(sorted(counts.get(DEAD_LETTER_NAMESPACE, {}).items()))
+        return cls(main, main.get("rows_read", 0), sum(by_reason.values()), by_reason)
+
+    def dead_letter_summary(self) -> dict:
+        return {"rows_dead_lettered": self.rows_dead,
+                "dead_letter_by_reason": self.dead_by_reason,
+                "dead_letter_fraction": (self.rows_dead / self.rows_read
+                                         if self.rows_read else 0.0)}
 
 
-def check_dead_letter_limit(stage: str, rows_dead: int, rows_read: int,
-                            dead_by_reason: dict, config: cfg.FeatureConfig, partial_dir: str,
-                            error: type[Exception]) -> None:
+def check_dead_letter_limit(stage: str, job: JobCounts, config: cfg.FeatureConfig,
+                            partial_dir: str, error: type[Exception]) -> None:
     """Fails a data job whose dead-letter fraction passes validation.max_dead_letter_fraction."""
-    fraction = rows_dead / rows_read if rows_read else 0.0
+    fraction = job.dead_letter_summary()["dead_letter_fraction"]
     if fraction > config.max_dead_letter_fraction:
         raise error(
-            f"{stage}: {rows_dead} of {rows_read} rows ({fraction:.2%}) were dead-lettered, "
-            f"over the limit of {config.max_dead_letter_fraction:.2%} "
+            f"{stage}: {job.rows_dead} of {job.rows_read} rows ({fraction:.2%}) were "
+            f"dead-lettered, over the limit of {config.max_dead_letter_fraction:.2%} "
             f"(validation.max_dead_letter_fraction in {config.source}); by reason: "
-            f"{dead_by_reason}; see {partial_dir}/dead_letter-*.jsonl")
+            f"{job.dead_by_reason}; see {partial_dir}/dead_letter-*.jsonl")
 
 
 def template_message(stage: str, options: PipelineOptions, output_dir: str) -> str:

@@ -68,18 +68,14 @@ def match_input(pattern: str) -> list[str]:
     return paths
 
 
+ARROW_TYPES = {"bytes": pa.large_binary(), "float": pa.float32(), "int": pa.int64()}
+
+
 def arrow_schema(config: cfg.FeatureConfig) -> pa.Schema:
-    """TFXIO's Arrow layout of the raw columns: a large_list column per feature."""
-    fields = []
-    for column in config.raw_columns:
-        if column.kind == cfg.NUMERIC:
-            item = pa.float32()
-        elif column.kind == cfg.LABEL:
-            item = pa.int64()
-        else:
-            item = pa.large_binary()
-        fields.append(pa.field(column.name, pa.large_list(item)))
-    return pa.schema(fields)
+    """TFXIO's Arrow layout of the raw columns: a large_list column per feature, of the
+    column kind's value type (cfg.KINDS)."""
+    return pa.schema([pa.field(c.name, pa.large_list(ARROW_TYPES[c.kind_info.value]))
+                      for c in config.raw_columns])
 
 
 # A number as CSV writers mean it, and as Arrow's string-to-float cast reads it: ASCII
@@ -461,16 +457,16 @@ def _checked_parquet(path: str, handle, config: cfg.FeatureConfig, optional: Seq
         if c.kind == cfg.IGNORE or c.name not in names:
             continue
         arrow_type = parquet.schema_arrow.field(c.name).type
-        if not _parquet_type_fits(c.kind, arrow_type):
+        if not _parquet_type_fits(c.kind_info, arrow_type):
             raise InputError(f"{path}: column '{c.name}' is {arrow_type}, which does not "
                              f"fit a {c.kind} column")
     return parquet
 
 
-def _parquet_type_fits(kind: str, arrow_type: pa.DataType) -> bool:
-    if kind == cfg.NUMERIC:
+def _parquet_type_fits(kind: cfg.Kind, arrow_type: pa.DataType) -> bool:
+    if kind.value == "float":
         return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)
-    if kind == cfg.MULTIVALENT:
+    if kind.multivalent:
         return (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)
                 or pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type))
     return not (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)

@@ -321,10 +321,9 @@ def run_score(export_dir: str, input_pattern: str, out_dir: str, *, top_k: int |
         log(beam_job.template_message("score", options, out_dir))
         return None
 
-    main = counts.get(METRICS_NAMESPACE, {})
-    rows_dead, dead_by_reason = beam_job.dead_letters(counts)
-    rows_read = main.get("rows_read", 0)
-    rows_scored = main.get("rows_scored", 0)
+    job = beam_job.JobCounts.of(counts)
+    rows_dead, dead_by_reason = job.rows_dead, job.dead_by_reason
+    rows_scored = job.main.get("rows_scored", 0)
     summary = {
         "export_dir": paths.absolute(export_dir),
         "input": input_pattern,
@@ -332,21 +331,18 @@ def run_score(export_dir: str, input_pattern: str, out_dir: str, *, top_k: int |
         "top_k": top_k,
         "query_columns": list(config.serving.query_columns),
         "item_column": config.serving.item_column,
-        "rows_in": rows_read,
+        "rows_in": job.rows_read,
         "rows_scored": rows_scored,
-        "queries": main.get("queries", 0),
-        "rows_dead_lettered": rows_dead,
-        "dead_letter_by_reason": dead_by_reason,
-        "dead_letter_fraction": rows_dead / rows_read if rows_read else 0.0,
+        "queries": job.main.get("queries", 0),
+        **job.dead_letter_summary(),
         "seconds": round(elapsed, 2),
         "candidates_per_second": round(rows_scored / elapsed, 1) if elapsed else None,
         "config_digest": config.digest,
     }
     paths.write_json(paths.join(partial_dir, SUMMARY_FILE), summary)
-    if rows_read == 0:
+    if job.rows_read == 0:
         raise ScoreError(f"score: no rows in {input_pattern}")
-    beam_job.check_dead_letter_limit("score", rows_dead, rows_read, dead_by_reason,
-                                     config, partial_dir, ScoreError)
+    beam_job.check_dead_letter_limit("score", job, config, partial_dir, ScoreError)
     paths.promote(partial_dir, out_dir, marker=SUMMARY_FILE)
     log(f"score: {rows_scored} candidates in {elapsed:.1f}s "
         f"({summary['candidates_per_second']:.0f}/s), {summary['queries']} queries, "

@@ -116,14 +116,15 @@ class WriteExamples(beam.PTransform):
 
 def tensor_adapter_config(config: cfg.FeatureConfig):
     """TFXIO's description of our record batches, so TFT reads them as tensors directly."""
-    from tfx_bsl.public import tfxio
     from tensorflow_transform.tf_metadata import schema_utils
+    from tfx_bsl.public import tfxio
+    from tfx_bsl.tfxio import tensor_representation_util
 
+    # The reader's Arrow layout, and tensors of the same raw feature spec TFT is given.
     schema = schema_utils.schema_from_feature_spec(features.raw_feature_spec(config))
-    # CsvTFXIO only derives the Arrow schema and tensor representations here; it reads nothing.
-    layout = tfxio.CsvTFXIO("unused", column_names=[c.name for c in config.raw_columns],
-                            schema=schema)
-    return tfxio.TensorAdapterConfig(layout.ArrowSchema(), layout.TensorRepresentations())
+    return tfxio.TensorAdapterConfig(
+        wd_io.arrow_schema(config),
+        tensor_representation_util.InferTensorRepresentationsFromSchema(schema))
 
 
 def pipeline_options(pipeline_args: Sequence[str]) -> PipelineOptions:
@@ -223,9 +224,9 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
         log(beam_job.template_message("transform", options, output_dir))
         return None
 
-    main = counts.get(METRICS_NAMESPACE, {})
-    rows_dead, dead_by_reason = beam_job.dead_letters(counts)
-    rows_read = main.get("rows_read", 0)
+    job = beam_job.JobCounts.of(counts)
+    main, rows_read = job.main, job.rows_read
+    rows_dead, dead_by_reason = job.rows_dead, job.dead_by_reason
     tft_output = tft.TFTransformOutput(partial_dir)
     stats = {
         "input": input_pattern,
@@ -235,9 +236,7 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
         "rows_out": {"train": main.get("rows_train", 0), "eval": main.get("rows_eval", 0),
                      **({"validation": main.get("rows_validation", 0)}
                         if config.split.validation_fraction else {})},
-        "rows_dead_lettered": rows_dead,
-        "dead_letter_by_reason": dead_by_reason,
-        "dead_letter_fraction": rows_dead / rows_read if rows_read else 0.0,
+        **job.dead_letter_summary(),
         "vocabulary_sizes": {spec.vocab_name: tft_output.vocabulary_size_by_name(spec.vocab_name)
                              for spec in features.categorical_specs(config).values()
                              if not spec.hash_buckets},
@@ -253,8 +252,7 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
     if rows_dead == rows_read:
         raise TransformError(f"transform: all {rows_read} rows were dead-lettered, by reason: "
                              f"{dead_by_reason}; see {partial_dir}/dead_letter-*.jsonl")
-    beam_job.check_dead_letter_limit("transform", rows_dead, rows_read, dead_by_reason, config,
-                                     partial_dir, TransformError)
+    beam_job.check_dead_letter_limit("transform", job, config, partial_dir, TransformError)
     if stats["rows_out"]["train"] == 0 or stats["rows_out"]["eval"] == 0:
         raise TransformError(f"transform: the split left train={stats['rows_out']['train']} "
                              f"eval={stats['rows_out']['eval']} rows; both need rows "

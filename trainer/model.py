@@ -61,7 +61,7 @@ class ModelInput:
 
     @property
     def is_categorical(self) -> bool:
-        return self.kind in (cfg.CATEGORICAL, cfg.MULTIVALENT)
+        return cfg.KINDS[self.kind].categorical
 
 
 def _as_input(value: ModelInput | Mapping) -> ModelInput:

@@ -298,8 +298,10 @@ class _TrainingRun:
     (``train_epochs``: ``_train_epoch`` then ``_end_epoch`` with eval, validation, history,
     checkpoint), then the best epoch's weights, the final model and the summary
     (``finish``). A hand-written loop rather than ``Model.fit``: a resumed run must skip
-    exactly the batches of the epoch it had trained on and keep the weight average and the
-    counters in the same checkpoint, which ``fit``'s BackupAndRestore does only per epoch.
+    exactly the batches of the epoch it had trained on, with the weight average and the
+    counters in the same checkpoint. ``fit`` with BackupAndRestore(save_freq=N) restores the
+    step counter but starts a fresh iterator over the epoch (tf_keras 2.21 DataHandler), so
+    it would train the epoch's first batches twice and its last ones never.
     """
 
     def __init__(self, inputs: _Inputs, layout: model_lib.ModelDir, params: cfg.TrainParams,

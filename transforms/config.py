@@ -21,6 +21,28 @@ KEY = "key"          # kept raw for splitting, slicing and ranking queries; not 
 IGNORE = "ignore"    # present in the data, dropped after parsing
 LABEL = "label"      # set by [label], never written in [columns]
 COLUMN_KINDS = (CATEGORICAL, MULTIVALENT, NUMERIC, KEY, IGNORE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """What a column kind means to every stage; each derives its own types from this table
+    (TF feature specs in transforms/features.py, the Arrow layout and Parquet checks in
+    pipeline/io.py, model inputs in trainer/model.py)."""
+    value: str          # each value after parsing: "bytes", "float" or "int"
+    multivalent: bool   # a list of tokens per row (else exactly one value)
+    feature: bool       # may feed the model ([model] wide / deep)
+    categorical: bool   # becomes ids (vocabulary or hashing)
+    row_key: bool       # one string per row: a split key, a slice, a query column
+
+
+KINDS = {
+    CATEGORICAL: Kind("bytes", multivalent=False, feature=True, categorical=True, row_key=True),
+    MULTIVALENT: Kind("bytes", multivalent=True, feature=True, categorical=True, row_key=False),
+    NUMERIC: Kind("float", multivalent=False, feature=True, categorical=False, row_key=False),
+    KEY: Kind("bytes", multivalent=False, feature=False, categorical=False, row_key=True),
+    IGNORE: Kind("bytes", multivalent=False, feature=False, categorical=False, row_key=False),
+    LABEL: Kind("int", multivalent=False, feature=False, categorical=False, row_key=False),
+}
 INPUT_FORMATS = ("csv", "parquet", "tfrecord")
 SPLIT_METHODS = ("hash", "day", "eval_input")
 MODEL_TYPES = ("wide_deep", "wide", "deep")
@@ -73,8 +95,12 @@ class ColumnSpec:
     default: float = 0.0
 
     @property
+    def kind_info(self) -> Kind:
+        return KINDS[self.kind]
+
+    @property
     def is_categorical(self) -> bool:
-        return self.kind in (CATEGORICAL, MULTIVALENT)
+        return self.kind_info.categorical
 
     @property
     def vocab_name(self) -> str:
@@ -192,7 +218,7 @@ class FeatureConfig:
     @property
     def feature_columns(self) -> tuple[ColumnSpec, ...]:
         """Columns that become model features (categorical, multivalent, numeric)."""
-        return tuple(c for c in self.columns if c.kind in (CATEGORICAL, MULTIVALENT, NUMERIC))
+        return tuple(c for c in self.columns if c.kind_info.feature)
 
     @property
     def raw_columns(self) -> tuple[ColumnSpec, ...]:
@@ -308,7 +334,7 @@ def _load_column(t: _Table, name: str) -> ColumnSpec:
     kind = t.get("kind", str, check=lambda v: v in COLUMN_KINDS,
                  why=f"must be one of {', '.join(COLUMN_KINDS)}")
     fields: dict[str, Any] = {"name": name, "kind": kind}
-    if kind in (CATEGORICAL, MULTIVALENT):
+    if KINDS[kind].categorical:
         fields.update(_load_vocab_or_hash(t))
         if kind == MULTIVALENT:
             fields["separator"] = t.get("separator", str, "|", check=lambda v: len(v) >= 1,
@@ -452,7 +478,7 @@ def _load_crosses(root: _Table, by_name: dict[str, ColumnSpec]) -> tuple[CrossSp
 
 
 def _load_model(model_t: _Table, columns, crosses) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    features = {c.name for c in columns if c.kind in (CATEGORICAL, MULTIVALENT, NUMERIC)}
+    features = {c.name for c in columns if c.kind_info.feature}
     features |= {x.name for x in crosses}
     wide, deep = model_t.strings("wide"), model_t.strings("deep")
     for key, names_ in (("wide", wide), ("deep", deep)):
@@ -470,7 +496,7 @@ def _load_slices(eval_t: _Table, by_name: dict[str, ColumnSpec]) -> tuple[str, .
     slices = eval_t.strings("slices", ())
     for s in slices:
         # Slices are read back from the raw eval examples as strings.
-        if s not in by_name or by_name[s].kind not in (CATEGORICAL, KEY):
+        if s not in by_name or not by_name[s].kind_info.row_key:
             kind = f"a {by_name[s].kind} column" if s in by_name else "not a column"
             raise eval_t.error("slices", f"'{s}' is {kind}; slices take categorical or key "
                                          "columns")
@@ -497,7 +523,7 @@ def _load_split(split_t: _Table, by_name: dict[str, ColumnSpec]) -> SplitSpec:
             raise split_t.error("key", f"'{split.key}' is not a column (split.method = \"hash\" "
                                        "needs a key column)" if split.method == "hash" else
                                 f"'{split.key}' is not a column")
-        if by_name[split.key].kind not in (CATEGORICAL, KEY):
+        if not by_name[split.key].kind_info.row_key:
             raise split_t.error("key", f"'{split.key}' is a {by_name[split.key].kind} column; "
                                        "the split key must be a categorical or key column")
     if split.method == "day":

@@ -16,36 +16,33 @@ from transforms import config as cfg
 CROSS_SEPARATOR = "_X_"
 
 
-def raw_feature_spec(config: cfg.FeatureConfig) -> dict[str, tf.io.FixedLenFeature | tf.io.VarLenFeature]:
+TF_TYPES = {"bytes": tf.string, "float": tf.float32, "int": tf.int64}  # of cfg.Kind.value
+FeatureSpec = dict[str, tf.io.FixedLenFeature | tf.io.VarLenFeature]
+
+
+def _feature_spec(column: cfg.ColumnSpec, with_default: bool):
+    kind = column.kind_info
+    dtype = TF_TYPES[kind.value]
+    if kind.multivalent:
+        return tf.io.VarLenFeature(dtype)
+    if not with_default:
+        return tf.io.FixedLenFeature([], dtype)
+    return tf.io.FixedLenFeature([], dtype, default_value=column.default
+                                 if kind.value == "float" else "")
+
+
+def raw_feature_spec(config: cfg.FeatureConfig) -> FeatureSpec:
     """Feature spec of validated raw rows (what the Beam job feeds TFT and writes as raw eval)."""
-    spec = {}
-    for column in config.raw_columns:
-        if column.kind == cfg.MULTIVALENT:
-            spec[column.name] = tf.io.VarLenFeature(tf.string)
-        elif column.kind == cfg.NUMERIC:
-            spec[column.name] = tf.io.FixedLenFeature([], tf.float32)
-        elif column.kind == cfg.LABEL:
-            spec[column.name] = tf.io.FixedLenFeature([], tf.int64)
-        else:
-            spec[column.name] = tf.io.FixedLenFeature([], tf.string)
-    return spec
+    return {c.name: _feature_spec(c, with_default=False) for c in config.raw_columns}
 
 
-def serving_feature_spec(config: cfg.FeatureConfig) -> dict[str, tf.io.FixedLenFeature | tf.io.VarLenFeature]:
+def serving_feature_spec(config: cfg.FeatureConfig) -> FeatureSpec:
     """Raw model inputs as serving receives them: no label, no keys, a default for each.
 
     Defaults make a tf.Example with a missing feature score as "unknown" (an OOV bucket or
     the numeric default) instead of failing the whole request.
     """
-    spec = {}
-    for column in config.feature_columns:
-        if column.kind == cfg.MULTIVALENT:
-            spec[column.name] = tf.io.VarLenFeature(tf.string)
-        elif column.kind == cfg.NUMERIC:
-            spec[column.name] = tf.io.FixedLenFeature([], tf.float32, default_value=column.default)
-        else:
-            spec[column.name] = tf.io.FixedLenFeature([], tf.string, default_value="")
-    return spec
+    return {c.name: _feature_spec(c, with_default=True) for c in config.feature_columns}
 
 
 def _categorical(values, vocab_min_count: int, oov_buckets: int, hash_buckets: int,
