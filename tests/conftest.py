@@ -20,8 +20,10 @@ def tiny_appstore_config():
     config = load_config(shipped_config("appstore.toml"))
     # From TrainParams' defaults, not the shipped [train]: tuning the shipped model must not
     # change what the unit tests train.
+    # One epoch unless a test asks for more: the default is an upper bound for early
+    # stopping (10), which would multiply the suite's training time.
     train = dataclasses.replace(TrainParams(), hidden_units=(16, 8), embedding_dim=4,
-                                batch_size=128, checkpoint_every_steps=10)
+                                batch_size=128, checkpoint_every_steps=10, epochs=1)
     return dataclasses.replace(config, train=train)
 
 
