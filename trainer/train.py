@@ -117,7 +117,9 @@ class _Progress:
     """One log line every ``every`` steps: step, loss, examples/s over the interval, ETA.
 
     The same points go to TensorBoard and, as JSON lines, to ``progress.jsonl`` (what the
-    report plots); a resumed run keeps the points up to the step it resumed from.
+    report plots), written with each checkpoint (:meth:`save`) rather than every interval:
+    a resume drops the points after its checkpoint anyway, and a rewrite per interval
+    would cost a whole-file upload on GCS and grow with the run.
     """
 
     def __init__(self, log, every: int, total_steps: int, epochs: int, writer, path: str,
@@ -147,8 +149,10 @@ class _Progress:
         scalars = {"log_loss": loss, "auc": auc, "examples_per_second": rate}
         _write_scalars(self.writer, step, scalars)
         self.points.append({"step": step, "epoch": epoch + 1, **scalars})
-        paths.write_json_lines(self.path, self.points)
         self.restart_clock()
+
+    def save(self) -> None:
+        paths.write_json_lines(self.path, self.points)
 
 
 def _evaluate(model: model_lib.WideDeepModel, eval_fn, dataset) -> dict[str, float]:
@@ -409,6 +413,7 @@ class _TrainingRun:
                      f"gradients summed across them")
 
     def _save_checkpoint(self) -> None:
+        self.progress.save()  # first: a resume from this checkpoint then finds all its points
         path = self.manager.save(checkpoint_number=int(self.step))
         self.log(f"train: checkpoint saved at step {int(self.step)}: {path}")
         self.progress.restart_clock()
