@@ -72,3 +72,24 @@ def synthetic_transform(config, work_dir: str, rows: int, *, seed: int = 0,
     stats = transform_job.run_transform(config, os.path.join(raw_dir, "day=*", "*.csv"),
                                         transform_dir, log=log)
     return transform_dir, stats
+
+
+def eval_predictions(config, transform_dir: str, model_dir: str):
+    """(labels, predicted probabilities) of a trained model on the transformed eval split."""
+    import numpy as np
+    import tensorflow_transform as tft
+
+    from trainer import data
+    from trainer.train import load_trained_model
+
+    model = load_trained_model(model_dir)
+    spec = tft.TFTransformOutput(transform_dir).transformed_feature_spec()
+    needed = {f.name for f in model.model_inputs} | {config.label.column}
+    dataset = data.make_dataset(data.split_files(transform_dir, data.EVAL),
+                                {k: v for k, v in spec.items() if k in needed},
+                                config.label.column, 4096, shuffle=False)
+    labels, probabilities = [], []
+    for features, batch_labels in dataset:
+        probabilities.append(model(features, training=False).numpy().ravel())
+        labels.append(batch_labels.numpy().ravel())
+    return np.concatenate(labels), np.concatenate(probabilities)

@@ -7,15 +7,16 @@ comparison on ``make run``'s data, so that each model gets the same chance:
 - **Same data.** ``--rows`` rows of day 0 of the synthetic log (``--seed``), transformed once
   with the config (default: the shipped appstore.toml). Every model trains on its train split
   and is scored on its eval split: users never seen in training (the config's hash split).
-- **Same budget.** Every run uses the config's [train]: epochs, batch size, hidden layers,
-  embedding size, L1/L2. Only the learning rate(s) of the model's own part(s) differ.
+- **Same budget.** Every run uses the config's [train]: batch size, hidden layers, embedding
+  size, L1/L2, and its epochs as the upper bound of early stopping. Only the learning
+  rate(s) of the model's own part(s) differ.
 - **Each at its best setting,** chosen without looking at the eval split: every setting in
-  the model's grid (``GRIDS``) trains on 90% of the train split's rows and is scored on the
-  other 10% (the *selection* rows); the lowest selection log loss wins, and only the winner is
-  retrained on the whole train split and scored on the eval split. A row holdout is honest
-  here: the generator draws every label independently given its row's columns (there is no
-  per-user effect outside them), so a held-out row shares no label noise with the rows
-  trained on.
+  the model's grid (``GRIDS``) trains on the train split, picks its epoch on the transform's
+  validation holdout (``split.validation_fraction`` of the train rows), and the setting with
+  the lowest validation log loss is the one scored on the eval split. A row holdout is
+  honest here: the generator draws every label independently given its row's columns
+  (there is no per-user effect outside them), so a held-out row shares no label noise with
+  the rows trained on.
 - **The upper bound:** the generator's true install probability, scored on the same eval rows.
 
 Printed: the selection grid, then the table (Model | Offline AUC | Log loss | Gain over wide,
@@ -35,18 +36,15 @@ import os
 import shutil
 import tempfile
 import time
-import zlib
 
 import numpy as np
 
 import common  # noqa: E402  (first: the Keras mode, the repository on sys.path)
 from common import merge_results  # noqa: E402
-from transforms import paths  # noqa: E402
 
 DEFAULT_OUT = common.RESULTS_FILE
 RESULTS_KEY = "paper_table"
 REPORT_NAME = "paper_table.html"  # beside --out
-SELECTION_FRACTION = 0.1
 MODELS = ("wide", "deep", "wide_deep")
 NAMES = {"wide": "Wide (wide only)", "deep": "Deep (deep only)",
          "wide_deep": "Wide & Deep (joint)"}
@@ -91,116 +89,53 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def split_selection(transform_dir: str, selection_dir: str) -> dict[str, int]:
-    """A transform dir whose train split is 90% of ``transform_dir``'s train rows and whose
-    eval split is the other 10%, by a hash of each example's content. (Not of the record as
-    written: the job serializes features in hash-map order, which differs between runs.)"""
-    import tensorflow as tf
-
-    from trainer import data
-
-    for name in ("transform_fn", "transformed_metadata"):
-        shutil.copytree(os.path.join(transform_dir, name), os.path.join(selection_dir, name))
-    options = tf.io.TFRecordOptions(compression_type="GZIP")
-    counts = {data.TRAIN: 0, data.EVAL: 0}
-    writers = {split: tf.io.TFRecordWriter(
-        os.path.join(selection_dir, f"{split}-00000-of-00001.tfrecord.gz"), options)
-        for split in counts}
-    records = tf.data.TFRecordDataset(data.split_files(transform_dir, data.TRAIN),
-                                      compression_type="GZIP")
-    for record in records.as_numpy_iterator():
-        content = tf.train.Example.FromString(record).SerializeToString(deterministic=True)
-        split = data.EVAL if zlib.crc32(content) / 2**32 < SELECTION_FRACTION else data.TRAIN
-        writers[split].write(record)
-        counts[split] += 1
-    for writer in writers.values():
-        writer.close()
-    # Written last, as the transform job does: training reads only a complete output.
-    paths.write_json(os.path.join(selection_dir, data.STATS_FILE),
-                     {"derived_from": transform_dir, "rows_out": counts})
-    return counts
-
-
-def train_model(config, transform_dir: str, model_dir: str, params) -> tuple[dict, float]:
+def select_and_score(config, transform_dir: str, work_dir: str, budget, grids: dict, *,
+                     keep_models: bool) -> tuple[dict, np.ndarray, dict]:
+    """Every model at every setting of its grid, each picking its epoch on the validation
+    split; the lowest validation log loss per model is scored on the eval split:
+    (all settings' validation figures per model, eval labels, eval figures per model)."""
+    from pipeline import gate
     from trainer import train
 
-    started = time.perf_counter()
-    summary = train.train(config, transform_dir, model_dir, params=params,
-                          log=lambda line: None)
-    return summary, time.perf_counter() - started
-
-
-def score_eval(config, transform_dir: str, model_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, predicted probabilities) of the final model on the eval split."""
-    import tensorflow_transform as tft
-
-    from trainer import data
-    from trainer import train
-
-    model = train.load_trained_model(model_dir)
-    spec = tft.TFTransformOutput(transform_dir).transformed_feature_spec()
-    dataset = data.make_dataset(data.split_files(transform_dir, data.EVAL), spec,
-                                config.label.column, 4096, shuffle=False)
-    labels, probabilities = [], []
-    for features, batch_labels in dataset:
-        probabilities.append(model(features).numpy().ravel())
-        labels.append(batch_labels.numpy().ravel())
-    return np.concatenate(labels), np.concatenate(probabilities)
-
-
-def select_settings(config, selection_dir: str, work_dir: str, budget, grids: dict
-                    ) -> tuple[dict, dict]:
-    """Every model at every setting of its grid, fitted and scored in ``selection_dir``:
-    (all results per model, the lowest-log-loss result per model)."""
-    grid_results, chosen = {}, {}
+    grid_results, labels, models = {}, None, {}
     for model_type in MODELS:
-        grid_results[model_type] = []
-        for setting in grids[model_type]:
+        grid_results[model_type], best = [], None
+        for i, setting in enumerate(grids[model_type]):
             params = dataclasses.replace(budget, model_type=model_type, **setting)
-            model_dir = os.path.join(work_dir, "selection_model")
-            summary, seconds = train_model(config, selection_dir, model_dir, params)
-            shutil.rmtree(model_dir)
-            m = summary["final_eval"]
+            model_dir = os.path.join(work_dir, f"model_{model_type}_{i}")
+            shutil.rmtree(model_dir, ignore_errors=True)
+            started = time.perf_counter()
+            summary = train.train(config, transform_dir, model_dir, params=params,
+                                  log=lambda line: None)
+            seconds = time.perf_counter() - started
+            m = summary["best_validation"]
             result = {"params": setting, "auc": round(m["auc"], 5),
-                      "log_loss": round(m["log_loss"], 5),
-                      "calibration": round(m["mean_prediction"] / m["positive_rate"], 4),
+                      "log_loss": round(m["log_loss"], 5), "epoch": summary["best_epoch"],
                       "train_seconds": round(seconds, 1)}
             grid_results[model_type].append(result)
-            print(f"bench: select {model_type}: {_setting(setting)}: selection log loss "
-                  f"{result['log_loss']:.4f}, AUC {result['auc']:.4f} ({seconds:.0f} s)",
-                  flush=True)
-        chosen[model_type] = min(grid_results[model_type], key=lambda r: r["log_loss"])
-    return grid_results, chosen
-
-
-def train_and_score(config, transform_dir: str, work_dir: str, budget, chosen: dict, *,
-                    keep_models: bool) -> tuple[np.ndarray, dict]:
-    """Each model at its chosen setting, trained on the whole train split and scored on the
-    eval split: (eval labels, metrics and ROC points per model)."""
-    from pipeline import gate
-
-    labels, models = None, {}
-    for model_type in MODELS:
-        params = dataclasses.replace(budget, model_type=model_type,
-                                     **chosen[model_type]["params"])
-        model_dir = os.path.join(work_dir, f"model_{model_type}")
-        if os.path.exists(model_dir):
-            shutil.rmtree(model_dir)
-        _, seconds = train_model(config, transform_dir, model_dir, params)
-        model_labels, probabilities = score_eval(config, transform_dir, model_dir)
+            print(f"bench: select {model_type}: {_setting(setting)}: validation log loss "
+                  f"{result['log_loss']:.4f}, AUC {result['auc']:.4f}, epoch "
+                  f"{result['epoch']} ({seconds:.0f} s)", flush=True)
+            if best is None or result["log_loss"] < best[0]["log_loss"]:
+                if best is not None:
+                    shutil.rmtree(best[1])
+                best = (result, model_dir)
+            else:
+                shutil.rmtree(model_dir)
+        result, model_dir = best
+        model_labels, probabilities = common.eval_predictions(config, transform_dir, model_dir)
         if labels is not None and not np.array_equal(labels, model_labels):
             raise SystemExit("bench: the eval split came back in another order")
         labels = model_labels
         if not keep_models:
             shutil.rmtree(model_dir)
-        models[model_type] = {"params": chosen[model_type]["params"],
+        models[model_type] = {"params": result["params"],
                               **_headline(gate.metrics(labels, probabilities)),
-                              "train_seconds": round(seconds, 1),
+                              "train_seconds": result["train_seconds"],
                               "roc": _roc(labels, probabilities)}
         print(f"bench: final {model_type}: eval AUC {models[model_type]['auc']:.4f}, "
-              f"log loss {models[model_type]['log_loss']:.4f}, trained in {seconds:.0f} s",
-              flush=True)
-    return labels, models
+              f"log loss {models[model_type]['log_loss']:.4f}", flush=True)
+    return grid_results, labels, models
 
 
 def true_eval_probabilities(config, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -266,10 +201,6 @@ def main(argv=None) -> dict:
 
     transform_job.quiet_beam_logs()
     config = load_config(args.config or shipped_config("appstore.toml"))
-    # This table selects each model's rate on its own holdout of the train rows and trains
-    # every model the same epochs (the paper's setting): no validation split, no early stop.
-    config = dataclasses.replace(config, split=dataclasses.replace(config.split,
-                                                                   validation_fraction=0.0))
     budget = dataclasses.replace(config.train, **(SMOKE_TRAIN if args.smoke else {}))
     grids = SMOKE_GRIDS if args.smoke else GRIDS
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench-paper-table-")
@@ -277,20 +208,15 @@ def main(argv=None) -> dict:
     try:
         transform_dir, stats = common.synthetic_transform(config, work_dir, args.rows,
                                                           seed=args.seed)
-        selection_dir = os.path.join(work_dir, "selection")
-        if os.path.exists(selection_dir):
-            shutil.rmtree(selection_dir)
-        os.makedirs(selection_dir)
-        selection_counts = split_selection(transform_dir, selection_dir)
-        print(f"bench: selection: {selection_counts['train']:,} train rows to fit, "
-              f"{selection_counts['eval']:,} held out to choose settings; budget: "
-              f"{budget.epochs} epoch(s), batch {budget.batch_size}, hidden "
-              f"{list(budget.hidden_units)}, embedding {budget.embedding_dim}, wide L1 "
-              f"{budget.wide_l1:g} L2 {budget.wide_l2:g}", flush=True)
-
-        grid_results, chosen = select_settings(config, selection_dir, work_dir, budget, grids)
-        labels, models = train_and_score(config, transform_dir, work_dir, budget, chosen,
-                                         keep_models=bool(args.work_dir))
+        rows_out = stats["rows_out"]
+        print(f"bench: {rows_out['train']:,} train rows to fit, {rows_out['validation']:,} "
+              f"held out to choose settings and epochs; budget: up to {budget.epochs} "
+              f"epoch(s), batch {budget.batch_size}, hidden {list(budget.hidden_units)}, "
+              f"embedding {budget.embedding_dim}, wide L1 {budget.wide_l1:g} L2 "
+              f"{budget.wide_l2:g}", flush=True)
+        grid_results, labels, models = select_and_score(config, transform_dir, work_dir,
+                                                         budget, grids,
+                                                         keep_models=bool(args.work_dir))
     finally:
         if not args.work_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -304,7 +230,7 @@ def main(argv=None) -> dict:
 
     print()
     print(f"Offline AUC on {len(labels):,} eval rows (users not trained on), "
-          f"{stats['rows_out']['train']:,} train rows, {budget.epochs} epoch(s) each:")
+          f"{rows_out['train']:,} train rows, each model at its best epoch:")
     print()
     print(markdown_table(models, truth))
     print()
@@ -314,17 +240,19 @@ def main(argv=None) -> dict:
     result = {
         "bench": "paper_table", "smoke": args.smoke, "rows": args.rows, "seed": args.seed,
         "config": config.source, "config_digest": config.digest,
-        "train_examples": stats["rows_out"]["train"], "eval_examples": int(len(labels)),
+        "train_examples": rows_out["train"] + rows_out["validation"],
+        "eval_examples": int(len(labels)),
         "budget": {"epochs": budget.epochs, "batch_size": budget.batch_size,
                    "hidden_units": list(budget.hidden_units),
                    "embedding_dim": budget.embedding_dim, "wide_l1": budget.wide_l1,
                    "wide_l2": budget.wide_l2},
-        "selection": {"criterion": "lowest log loss on the held-out selection rows",
-                      "fraction_of_train_rows": SELECTION_FRACTION,
-                      "fit_examples": selection_counts["train"],
-                      "selection_examples": selection_counts["eval"],
+        "selection": {"criterion": "lowest log loss on the validation split (epoch and "
+                                   "setting)",
+                      "fraction_of_train_rows": config.split.validation_fraction,
+                      "fit_examples": rows_out["train"],
+                      "selection_examples": rows_out["validation"],
                       "grid": grid_results,
-                      "chosen": {k: v["params"] for k, v in chosen.items()}},
+                      "chosen": {k: m["params"] for k, m in models.items()}},
         "models": models,
         "true_probability": truth,
         "wide_deep_beats_both": ordering,
@@ -357,8 +285,8 @@ def _write_page(args, eval_rows: int, budget, ordering: bool, models: dict, trut
         os.path.join(os.path.dirname(os.path.abspath(args.out)), REPORT_NAME),
         title="The paper's Table 1 on the synthetic app-store log",
         intro=(f"{args.rows:,} rows of day 0 (seed {args.seed}); {eval_rows:,} eval rows "
-               f"(users not trained on); {budget.epochs} epoch(s) each, every model at the "
-               f"learning rate that won on a holdout of the train rows. Wide & Deep beats "
+               f"(users not trained on); every model at the learning rate and epoch (of up "
+               f"to {budget.epochs}) that won on the validation holdout. Wide & Deep beats "
                f"both ablations: {'yes' if ordering else 'NO'}."),
         headers=TABLE_HEADERS, rows=table_rows(models, truth),
         models=[(NAMES[k], m) for k, m in models.items()] + [(TRUTH_NAME, truth)])

@@ -71,23 +71,9 @@ def prepare_dataset(name: str, work: str, rows: int) -> tuple[str, str, str | No
 
 def score_model(config, transform_dir: str, model_dir: str) -> dict:
     """Exact metrics of a trained model on the transformed eval split."""
-    import tensorflow_transform as tft
-
     from pipeline import gate
-    from trainer import data
-    from trainer.train import load_trained_model
 
-    spec = tft.TFTransformOutput(transform_dir).transformed_feature_spec()
-    model = load_trained_model(model_dir)
-    needed = {f.name for f in model.model_inputs} | {config.label.column}
-    dataset = data.make_dataset(data.split_files(transform_dir, data.EVAL),
-                                {k: v for k, v in spec.items() if k in needed},
-                                config.label.column, 4096, shuffle=False)
-    labels, scores = [], []
-    for features, batch_labels in dataset:
-        scores.append(model(features, training=False).numpy().ravel())
-        labels.append(batch_labels.numpy().ravel())
-    return gate.metrics(np.concatenate(labels), np.concatenate(scores))
+    return gate.metrics(*common.eval_predictions(config, transform_dir, model_dir))
 
 
 def widedeep(config, transform_dir: str, work: str, name: str, params) -> dict:

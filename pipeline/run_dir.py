@@ -49,25 +49,14 @@ class RunDir:
     def path(self, relative: str) -> str:
         return paths.join(self.root, relative)
 
+    transform = paths.under("transform")
+    model = paths.under("model")
+    export = paths.under("export")
+    eval = paths.under("eval")
+
     @property
     def run_id(self) -> str:
         return paths.basename(self.root)
-
-    @property
-    def transform(self) -> str:
-        return self.path("transform")
-
-    @property
-    def model(self) -> str:
-        return self.path("model")
-
-    @property
-    def export(self) -> str:
-        return self.path("export")
-
-    @property
-    def eval(self) -> str:
-        return self.path("eval")
 
     def ablation_model(self, model_type: str) -> str:
         return self.path(f"model_{model_type}")
@@ -76,19 +65,9 @@ class RunDir:
 @dataclasses.dataclass(frozen=True)
 class WorkDir:
     root: str
-
-    @property
-    def raw(self) -> str:
-        return paths.join(self.root, "raw")
-
-    @property
-    def raw_input(self) -> str:
-        """The glob of the synthetic log's files."""
-        return paths.join(self.raw, "day=*", "*.csv")
-
-    @property
-    def serving(self) -> str:
-        return paths.join(self.root, "serving")
+    raw = paths.under("raw")
+    raw_input = paths.under("raw", "day=*", "*.csv", doc="The glob of the synthetic log's files.")
+    serving = paths.under("serving")
 
     def run(self, run_id: str) -> RunDir:
         return RunDir(paths.join(self.root, "runs", run_id))

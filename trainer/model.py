@@ -575,59 +575,24 @@ class ModelDir:
     """The layout of a training run's model_dir, shared by training, warm start and export."""
     root: str
 
-    def _join(self, *parts: str) -> str:
-        return paths.join(self.root, *parts)
-
-    @property
-    def checkpoints(self) -> str:
-        return self._join("checkpoints")
-
-    @property
-    def tensorboard(self) -> str:
-        return self._join("tensorboard")
-
-    @property
-    def hparams(self) -> str:
-        return self._join("hparams.json")
-
-    @property
-    def vocab(self) -> str:
-        """Copies of the vocabularies trained on, so warm start can remap against them later."""
-        return self._join("vocab")
+    checkpoints = paths.under("checkpoints")
+    tensorboard = paths.under("tensorboard")
+    hparams = paths.under("hparams.json")
+    vocab = paths.under("vocab", doc="Copies of the vocabularies trained on, so warm start "
+                                     "can remap against them later.")
+    history = paths.under("history.json")
+    progress = paths.under("progress.jsonl", doc="Per-step train log loss, AUC and speed as "
+                                                 "JSON lines (what the report plots).")
+    warm_start_report = paths.under("warm_start.json")
+    keras_model = paths.under("keras_model", doc="The final trained model (save_model), "
+                                                 "written last but for the summary.")
+    best_model = paths.under("best_model", doc="The best epoch's weights so far, by "
+                                               "validation log loss (early stopping).")
+    summary = paths.under("summary.json")
+    done = paths.under("DONE")
 
     def vocab_file(self, vocab_name: str) -> str:
-        return self._join("vocab", vocab_name)
-
-    @property
-    def history(self) -> str:
-        return self._join("history.json")
-
-    @property
-    def progress(self) -> str:
-        """Per-step train log loss, AUC and speed as JSON lines (what the report plots)."""
-        return self._join("progress.jsonl")
-
-    @property
-    def warm_start_report(self) -> str:
-        return self._join("warm_start.json")
-
-    @property
-    def keras_model(self) -> str:
-        """The final trained model (:func:`save_model`), written last but for the summary."""
-        return self._join("keras_model")
-
-    @property
-    def best_model(self) -> str:
-        """The best epoch's weights so far, by validation log loss (early stopping)."""
-        return self._join("best_model")
-
-    @property
-    def summary(self) -> str:
-        return self._join("summary.json")
-
-    @property
-    def done(self) -> str:
-        return self._join("DONE")
+        return paths.join(self.root, "vocab", vocab_name)
 
     def latest_checkpoint(self) -> str | None:
         return tf.train.latest_checkpoint(self.checkpoints)

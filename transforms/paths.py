@@ -50,6 +50,11 @@ def join(path: str, *parts: str) -> str:
     return os.path.join(path, *parts)
 
 
+def under(*parts: str, doc: str | None = None) -> property:
+    """A layout class's property: ``parts`` joined onto the instance's ``root``."""
+    return property(lambda layout: join(layout.root, *parts), doc=doc)
+
+
 def absolute(path: str) -> str:
     """Workers may run in another directory or on another machine: no relative paths."""
     return str(path) if is_remote(path) else os.path.abspath(path)
