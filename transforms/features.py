@@ -45,23 +45,12 @@ def serving_feature_spec(config: cfg.FeatureConfig) -> FeatureSpec:
     return {c.name: _feature_spec(c, with_default=True) for c in config.feature_columns}
 
 
-def _categorical(values, vocab_min_count: int, oov_buckets: int, hash_buckets: int,
-                 vocab_name: str):
-    import tensorflow_transform as tft
-
-    if hash_buckets:
-        if isinstance(values, tf.SparseTensor):
-            return tf.SparseTensor(values.indices,
-                                   tf.strings.to_hash_bucket_fast(values.values, hash_buckets),
-                                   values.dense_shape)
-        return tf.strings.to_hash_bucket_fast(values, hash_buckets)
-    # TFT warns (once per feature and trace) that a threshold of 1 is a no-op: pass None.
-    return tft.compute_and_apply_vocabulary(values,
-                                            frequency_threshold=(vocab_min_count
-                                                                 if vocab_min_count > 1
-                                                                 else None),
-                                            num_oov_buckets=oov_buckets,
-                                            vocab_filename=vocab_name)
+def _hashed(values, hash_buckets: int):
+    if isinstance(values, tf.SparseTensor):
+        return tf.SparseTensor(values.indices,
+                               tf.strings.to_hash_bucket_fast(values.values, hash_buckets),
+                               values.dense_shape)
+    return tf.strings.to_hash_bucket_fast(values, hash_buckets)
 
 
 def _quantile_bucket(values, column: cfg.ColumnSpec):
@@ -102,30 +91,36 @@ def make_preprocessing_fn(config: cfg.FeatureConfig) -> Callable[[dict], dict]:
     crossed = {c for cross in config.crosses if cross.name in used for c in cross.columns}
 
     def preprocessing_fn(inputs: dict) -> dict:
+        import tensorflow_transform as tft
+
+        from transforms import vocabulary
+
         outputs = {}
         # One set of quantile boundaries per numeric column, shared by its [0, 1] feature
         # and the crosses that take its bucket.
         buckets = {c.name: _quantile_bucket(inputs[c.name], c) for c in config.feature_columns
                    if c.kind == cfg.NUMERIC and (c.name in used or c.name in crossed)}
+        tokens = {}  # of every categorical feature, by name
         for column in config.feature_columns:
-            if column.name not in used:
-                continue
-            values = inputs[column.name]
-            if column.kind == cfg.NUMERIC:
+            if column.name in used and column.kind == cfg.NUMERIC:
                 outputs[column.name] = _unit_interval(buckets[column.name], column)
-            else:
-                outputs[column.name] = _categorical(values, column.vocab_min_count,
-                                                    column.oov_buckets, column.hash_buckets,
-                                                    column.vocab_name)
+            elif column.name in used:
+                tokens[column.name] = inputs[column.name]
         for cross in config.crosses:
-            if cross.name not in used:
-                continue
-            parts = [_bucket_token(buckets[c]) if c in buckets else inputs[c]
-                     for c in cross.columns]
-            tokens = tf.sparse.cross([_as_cross_input(p) for p in parts],
-                                     separator=CROSS_SEPARATOR)
-            outputs[cross.name] = _categorical(tokens, cross.vocab_min_count, cross.oov_buckets,
-                                               cross.hash_buckets, cross.vocab_name)
+            if cross.name in used:
+                parts = [_bucket_token(buckets[c]) if c in buckets else inputs[c]
+                         for c in cross.columns]
+                tokens[cross.name] = tf.sparse.cross([_as_cross_input(p) for p in parts],
+                                                     separator=CROSS_SEPARATOR)
+        specs = categorical_specs(config)
+        vocabularies = {specs[n].vocab_name: n for n in tokens if not specs[n].hash_buckets}
+        files = vocabulary.analyze({v: tokens[n] for v, n in vocabularies.items()},
+                                   {v: specs[n].vocab_min_count for v, n in vocabularies.items()})
+        for name, values in tokens.items():
+            spec = specs[name]
+            outputs[name] = (_hashed(values, spec.hash_buckets) if spec.hash_buckets else
+                             tft.apply_vocabulary(values, files[spec.vocab_name],
+                                                  num_oov_buckets=spec.oov_buckets))
         outputs[config.label.column] = inputs[config.label.column]
         return outputs
 
