@@ -57,20 +57,38 @@ def merge_results(path: str, key: str, figures: dict) -> None:
     os.replace(partial, path)  # a reader never sees a half-written file
 
 
+SYNTHETIC = ("appstore", "criteo_like")
+
+
+def write_synthetic(name: str, raw_dir: str, rows: int, *, seed: int = 0,
+                    shards: int = 4) -> tuple[str, str]:
+    """Writes a synthetic log under ``raw_dir`` (emptied first): the built-in app-store log
+    (one day) or the Criteo-shaped click log; returns (its shipped config, input glob)."""
+    from configs import shipped_config
+    from transforms import synthetic, synthetic_ctr
+
+    shutil.rmtree(raw_dir, ignore_errors=True)
+    if name == "appstore":
+        synthetic.write_log(raw_dir, days=1, rows_per_day=rows, seed=seed, shards=shards)
+        return shipped_config("appstore.toml"), os.path.join(raw_dir, "day=*", "*.csv")
+    if name == "criteo_like":
+        path = os.path.join(raw_dir, "log.csv")
+        synthetic_ctr.write_csv(path, rows, seed=seed)
+        return shipped_config("criteo_like.toml"), path
+    raise SystemExit(f"bench: no synthetic dataset {name!r} (there are {', '.join(SYNTHETIC)})")
+
+
 def synthetic_transform(config, work_dir: str, rows: int, *, seed: int = 0,
                         shards: int = 1) -> tuple[str, dict]:
-    """Writes ``rows`` rows of the synthetic log (one day) under ``work_dir/raw`` and
-    transforms them into ``work_dir/transform``; returns (transform dir, stats)."""
+    """Writes ``rows`` rows of the synthetic app-store log (one day) under ``work_dir/raw``
+    and transforms them into ``work_dir/transform``; returns (transform dir, stats)."""
     from pipeline import transform_job
-    from transforms import synthetic
 
     transform_job.quiet_beam_logs()
-    raw_dir = os.path.join(work_dir, "raw")
-    shutil.rmtree(raw_dir, ignore_errors=True)
-    synthetic.write_log(raw_dir, days=1, rows_per_day=rows, seed=seed, shards=shards)
+    _, input_glob = write_synthetic("appstore", os.path.join(work_dir, "raw"), rows, seed=seed,
+                                    shards=shards)
     transform_dir = os.path.join(work_dir, "transform")
-    stats = transform_job.run_transform(config, os.path.join(raw_dir, "day=*", "*.csv"),
-                                        transform_dir, log=log)
+    stats = transform_job.run_transform(config, input_glob, transform_dir, log=log)
     return transform_dir, stats
 
 

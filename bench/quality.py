@@ -41,15 +41,9 @@ LGBM_LEAVES = (15, 63)
 def prepare_dataset(name: str, work: str, rows: int) -> tuple[str, str, str | None] | None:
     """(config path, input glob, eval input glob or None), or None when the data is absent."""
     from pipeline import datasets
-    from transforms import synthetic, synthetic_ctr
 
-    if name == "criteo_like":
-        path = os.path.join(work, "raw", "log.csv")
-        synthetic_ctr.write_csv(path, rows, seed=0)
-        return shipped_config("criteo_like.toml"), path, None
-    if name == "appstore":
-        synthetic.write_log(os.path.join(work, "raw"), days=1, rows_per_day=rows, seed=0)
-        return shipped_config("appstore.toml"), os.path.join(work, "raw", "day=*", "*.csv"), None
+    if name in common.SYNTHETIC:
+        return (*common.write_synthetic(name, os.path.join(work, "raw"), rows), None)
     if name == "adult":
         folder = os.path.join(SHARED, "adult")
         if not os.path.exists(os.path.join(folder, "adult.data")):

@@ -24,10 +24,21 @@ def test_smoke_run_writes_agreeing_figures_and_keeps_other_results(tmp_path):
     assert results["train"] == {"ours_examples_per_second": 1.0}
     figures = results["transform"]
     assert figures["smoke"] is True
-    for key in ("rows", "generate_seconds", "ours_seconds", "ours_rows_per_second",
-                "reference_seconds", "reference_rows_per_second", "ours_vs_reference"):
-        assert figures[key] > 0, key
-    assert figures["checks"]["rows_agree"] is True
-    assert figures["checks"]["vocab_agree"] is True
-    assert figures["checks"]["vocabularies"]  # the shipped config has vocabularies to compare
-    assert sum(figures["reference"]["rows_out"].values()) == figures["rows"]
+    assert set(figures["datasets"]) == {"appstore", "criteo_like"}
+    for name, summary in figures["datasets"].items():
+        assert [run["rows"] for run in summary["runs"]] == figures["sizes"], name
+        for run in summary["runs"]:
+            for key in ("generate_seconds", "ours_seconds", "reference_seconds",
+                        "reference_rows_per_second", "ours_vs_reference"):
+                assert run[key] > 0, (name, key)
+            assert run["checks"]["rows_agree"] is True, name
+            assert run["checks"]["vocab_agree"] is True, name
+            assert run["checks"]["vocabularies"], name  # each config has vocabularies
+            assert sum(run["reference"]["rows_out"].values()) == run["rows"], name
+        # The cost line goes through both runs.
+        small, large = summary["runs"]
+        per_row = summary["ours_seconds_per_million"] / 1e6
+        assert abs(summary["ours_fixed_seconds"] + per_row * large["rows"]
+                   - large["ours_seconds"]) < 0.05, name
+        assert summary["goals"], name
+    assert "| cost line (in_process) |" in done.stdout
