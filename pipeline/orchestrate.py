@@ -185,16 +185,17 @@ def resolve_warm_start(work_dir: str, current_run: str, setting: str = "auto") -
 def run(config: cfg.FeatureConfig, *, work_dir: str, input_pattern: str | None = None,
         eval_input_pattern: str | None = None, run_id: str | None = None,
         synth_rows: int = 200_000, warm_start: str = "auto", ablations: bool = False,
-        pipeline_args: Sequence[str] = ()) -> int:
+        pipeline_args: Sequence[str] = (), window=None) -> int:
     """The whole loop; returns the process exit code. Every run, failed or not, ends
-    with its report (runs/<run_id>/report.html)."""
+    with its report (runs/<run_id>/report.html). ``window`` (a
+    :class:`pipeline.transform_job.Window`) lets the analyzers see earlier days too."""
     run_id = run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run_dir = WorkDir(work_dir).run(run_id).root
     try:
         with work_dir_lock(work_dir):
             try:
                 return _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern,
-                                   synth_rows, warm_start, ablations, pipeline_args)
+                                   synth_rows, warm_start, ablations, pipeline_args, window)
             except StageError as e:
                 LOG.error("run %s failed: %s", run_id, e)
                 return 1
@@ -273,6 +274,7 @@ class RunContext:
     warm_start: str
     ablations: bool
     pipeline_args: Sequence[str]
+    window: Any = None  # pipeline.transform_job.Window (its module loads Beam)
     results: dict[str, dict] = dataclasses.field(default_factory=dict)  # by stage name
 
 
@@ -290,7 +292,8 @@ def _transform(ctx: RunContext) -> dict:
     from pipeline import transform_job
     return transform_job.run_transform(ctx.config, ctx.inputs["input"], ctx.run.transform,
                                        eval_input_pattern=ctx.inputs["eval_input"],
-                                       pipeline_args=ctx.pipeline_args, log=LOG.info)
+                                       pipeline_args=ctx.pipeline_args, window=ctx.window,
+                                       log=LOG.info)
 
 
 def _train(ctx: RunContext) -> dict:
@@ -396,12 +399,14 @@ STAGES = (
 
 
 def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, synth_rows,
-                warm_start, ablations, pipeline_args) -> int:
+                warm_start, ablations, pipeline_args, window) -> int:
     work = WorkDir(work_dir)
     run_dir = RunDir(run_dir)
     paths.makedirs(run_dir.root)
     manifest = Manifest(run_dir.root)
     inputs = {"input": input_pattern or work.raw_input, "eval_input": eval_input_pattern}
+    if window is not None:
+        inputs["analysis_window"] = [*window.earlier, window.new_day]
     _check_resumable(manifest, run_dir.run_id, config, inputs)
     manifest.data.setdefault("run_id", run_dir.run_id)
     manifest.data.setdefault("created", _now())
@@ -411,7 +416,7 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
     manifest.reserve()
     LOG.info("run %s: work dir %s", run_dir.run_id, work_dir)
     ctx = RunContext(config, work, run_dir, {**inputs, "synthetic": input_pattern is None},
-                     synth_rows, warm_start, ablations, pipeline_args)
+                     synth_rows, warm_start, ablations, pipeline_args, window)
     for stage in STAGES:
         if stage.runs_if(ctx):
             ctx.results[stage.name] = manifest.run_stage(stage.name, lambda: stage.fn(ctx),
@@ -540,7 +545,27 @@ def nightly(config: cfg.FeatureConfig, *, work_dir: str, input_template: str,
     LOG.info("nightly: processing day %s from %s", date, input_pattern)
     return run(config, work_dir=work_dir, input_pattern=input_pattern,
                eval_input_pattern=eval_input_pattern, run_id=nightly_run_id(date),
-               pipeline_args=pipeline_args)
+               pipeline_args=pipeline_args,
+               window=analysis_window(config, work_dir, input_template, date))
+
+
+def analysis_window(config: cfg.FeatureConfig, work_dir: str, input_template: str, date: str):
+    """The window of ``[analysis] window_days`` ending at `date`: the days before it that
+    have input, at most ``window_days - 1`` of them; None for a one-day window."""
+    if config.analysis.window_days <= 1:
+        return None
+    from pipeline import io as wd_io
+    from pipeline import transform_job  # Beam
+
+    earlier = [d for d in available_days(input_template) if d < date]
+    earlier = earlier[-(config.analysis.window_days - 1):]
+    LOG.info("nightly: analysis window of %d day(s): %s", len(earlier) + 1,
+             ", ".join([*earlier, date]))
+    return transform_job.Window(
+        new_day=date,
+        earlier={d: wd_io.match_input(input_template.replace(DATE_TOKEN, d)) for d in earlier},
+        cache_dir=WorkDir(work_dir).analysis_cache(transform_job.cache_key(config)),
+        train_on=config.analysis.train_on)
 
 
 def _headline(metrics: dict | None) -> dict | None:

@@ -4,6 +4,7 @@ history read it::
     <work_dir>/
       raw/day=*/*.csv        the built-in synthetic log (`widedeep run` without --input)
       serving/<version>/     published models (pipeline/serving.py)
+      analysis_cache/<key>/  per-day vocabulary counts and quantile sketches ([analysis])
       runs/<run_id>/         one run (RunDir):
         manifest.json        every stage's start, end, outcome and result; written last
         .reserve             disk kept free for the manifest's last word
@@ -68,6 +69,10 @@ class WorkDir:
     raw = paths.under("raw")
     raw_input = paths.under("raw", "day=*", "*.csv", doc="The glob of the synthetic log's files.")
     serving = paths.under("serving")
+
+    def analysis_cache(self, key: str) -> str:
+        """TFT's analyzer cache of the nightly window, one dir per config (and code) key."""
+        return paths.join(self.root, "analysis_cache", key)
 
     def run(self, run_id: str) -> RunDir:
         return RunDir(paths.join(self.root, "runs", run_id))

@@ -12,6 +12,7 @@ later stages could trust.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import struct
 import tempfile
@@ -141,47 +142,105 @@ def pipeline_options(pipeline_args: Sequence[str]) -> PipelineOptions:
     return options
 
 
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """The days the analyzers see on a nightly run (``[analysis] window_days``): the job's
+    own input is the new day; ``earlier`` maps each earlier day to its input files.
+
+    A day is analysed once: its token counts and quantile sketches go to TFT's analyzer
+    cache under ``cache_dir`` (one per config digest), and a later night whose window
+    holds that day reads them instead of its rows.
+    """
+    new_day: str
+    earlier: dict[str, list[str]]
+    cache_dir: str
+    train_on: str = "new_day"
+
+    def cached_days(self) -> list[str]:
+        from tensorflow_transform.beam import analyzer_cache
+
+        return [day for day, day_paths in self.earlier.items()
+                if paths.exists(paths.join(self.cache_dir, analyzer_cache.DatasetKey(
+                    day_key(day, day_paths)).key, "MANIFEST"))]
+
+
+def cache_key(config: cfg.FeatureConfig) -> str:
+    """Which analyzer cache a config reads: another config (or TFT, or this module's
+    accumulator format) is another cache, so nothing stale is ever merged in."""
+    import tensorflow_transform as tft
+
+    return f"{config.digest}-tft{tft.__version__}-v1"
+
+
+def day_key(day: str, day_paths: Sequence[str]) -> str:
+    """A day's cache key: its date and a digest of its files' names and sizes, so a day
+    whose export was redone is analysed again rather than read from a stale cache."""
+    import hashlib
+
+    from apache_beam.io.filesystems import FileSystems
+
+    files = sorted((m.path, m.size_in_bytes) for r in FileSystems.match(list(day_paths))
+                   for m in r.metadata_list)
+    return f"day-{day}-{hashlib.sha256(repr(files).encode()).hexdigest()[:12]}"
+
+
+def _train_parts(pipeline, config: cfg.FeatureConfig, name: str, input_paths: Sequence[str],
+                 eval_paths: Sequence[str] = ()):
+    """(fit, validation or None, eval, dead letters) of one input: read, split, held out."""
+    rows, dead = pipeline | f"Read{name}" >> wd_io.ReadImpressions(config, input_paths)
+    if eval_paths:
+        train_rows = rows
+        eval_rows, eval_dead = pipeline | f"Read{name}Eval" >> wd_io.ReadImpressions(
+            config, eval_paths)
+        dead = (dead, eval_dead) | f"DeadLetters{name}" >> beam.Flatten()
+    else:
+        train_rows, eval_rows = rows | f"Split{name}" >> wd_io.SplitTrainEval(config.split)
+    validation_rows = None
+    if config.split.validation_fraction:
+        train_rows, validation_rows = train_rows | f"HoldOut{name}" >> wd_io.HoldOut(
+            config, config.split.validation_fraction)
+    return train_rows, validation_rows, eval_rows, dead
+
+
+def _flatten(pcolls: list, name: str):
+    return pcolls[0] if len(pcolls) == 1 else tuple(pcolls) | name >> beam.Flatten()
+
+
 def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_paths: Sequence[str],
-                   output_dir: str, eval_paths: Sequence[str] = ()) -> None:
+                   output_dir: str, eval_paths: Sequence[str] = (),
+                   window: Window | None = None) -> None:
     """Adds the whole job to `pipeline`, writing into `output_dir`."""
     import tensorflow_transform.beam as tft_beam
 
-    rows, dead = pipeline | "ReadImpressions" >> wd_io.ReadImpressions(config, input_paths)
-    if eval_paths:
-        train_rows = rows
-        eval_rows, eval_dead = pipeline | "ReadEvalImpressions" >> wd_io.ReadImpressions(
-            config, eval_paths)
-        dead = (dead, eval_dead) | "AllDeadLetters" >> beam.Flatten()
-    else:
-        train_rows, eval_rows = rows | "SplitTrainEval" >> wd_io.SplitTrainEval(config.split)
-    validation_rows = None
-    if config.split.validation_fraction:
-        train_rows, validation_rows = train_rows | "HoldOutValidation" >> wd_io.HoldOut(
-            config, config.split.validation_fraction)
-        validation_rows = validation_rows | "CountValidation" >> beam.Map(
-            _count_rows("rows_validation"))
-    train_rows = train_rows | "CountTrain" >> beam.Map(_count_rows("rows_train"))
-    eval_rows = eval_rows | "CountEval" >> beam.Map(_count_rows("rows_eval"))
-
+    train_rows, validation_rows, eval_rows, dead = _train_parts(
+        pipeline, config, "Impressions", input_paths, eval_paths)
     adapter = tensor_adapter_config(config)
-    (transformed_train, _), transform_fn = (
-        (train_rows, adapter)
-        | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
-            features.make_preprocessing_fn(config), output_record_batches=True))
-    transformed_eval, _ = (
-        ((eval_rows, adapter), transform_fn)
-        | "TransformEval" >> tft_beam.TransformDataset(output_record_batches=True))
+    preprocessing_fn = features.make_preprocessing_fn(config)
+    if window is None:
+        transform_fn = (train_rows, adapter) | "Analyze" >> tft_beam.AnalyzeDataset(
+            preprocessing_fn)
+        trained, validated, dead_letters = [train_rows], [validation_rows], [dead]
+    else:
+        transform_fn, trained, validated, dead_letters = _analyze_window(
+            pipeline, config, window, input_paths, adapter, preprocessing_fn, train_rows,
+            validation_rows, dead)
+    train_rows = _flatten(trained, "TrainOnWindow") | "CountTrain" >> beam.Map(
+        _count_rows("rows_train"))
+    eval_rows = eval_rows | "CountEval" >> beam.Map(_count_rows("rows_eval"))
+    dead = _flatten(dead_letters, "AllDeadLetters")
 
+    def transform(rows, name: str):
+        transformed, _ = (((rows, adapter), transform_fn)
+                          | f"Transform{name}" >> tft_beam.TransformDataset(
+                              output_record_batches=True))
+        _ = transformed | f"Write{name}" >> WriteExamples(paths.join(output_dir, name.lower()))
+
+    transform(train_rows, "Train")
+    transform(eval_rows, "Eval")
     if validation_rows is not None:
-        transformed_validation, _ = (
-            ((validation_rows, adapter), transform_fn)
-            | "TransformValidation" >> tft_beam.TransformDataset(output_record_batches=True))
-        _ = transformed_validation | "WriteValidation" >> WriteExamples(
-            paths.join(output_dir, "validation"))
-
+        transform(_flatten(validated, "ValidateOnWindow") | "CountValidation" >> beam.Map(
+            _count_rows("rows_validation")), "Validation")
     _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(output_dir)
-    _ = transformed_train | "WriteTrain" >> WriteExamples(paths.join(output_dir, "train"))
-    _ = transformed_eval | "WriteEval" >> WriteExamples(paths.join(output_dir, "eval"))
     _ = eval_rows | "WriteRawEval" >> WriteExamples(paths.join(output_dir, "eval_raw"))
     _ = (dead
          | "DeadLetterToJson" >> beam.Map(beam_job.count_dead_letter)
@@ -189,11 +248,45 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_pat
              paths.join(output_dir, "dead_letter"), file_name_suffix=".jsonl"))
 
 
+def _analyze_window(pipeline, config, window: Window, input_paths, adapter, preprocessing_fn,
+                    train_rows, validation_rows, dead):
+    """TFT's AnalyzeDatasetWithCache over one dataset per day: the new day's train rows,
+    an earlier day's rows only when its cache is missing (or when training on the window)."""
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.beam import analyzer_cache
+
+    cached = set(window.cached_days())
+    keys = {day: analyzer_cache.DatasetKey(day_key(day, day_paths))
+            for day, day_paths in [*window.earlier.items(), (window.new_day, input_paths)]}
+    analysed = {keys[window.new_day]: train_rows}
+    trained, validated, dead_letters = [train_rows], [validation_rows], [dead]
+    for day, day_paths in window.earlier.items():
+        if day in cached and window.train_on != "window":
+            analysed[keys[day]] = None  # its counts and sketches come from the cache
+            continue
+        fit, validation, _, day_dead = _train_parts(pipeline, config, f"[{day}]", day_paths)
+        analysed[keys[day]] = None if day in cached else fit
+        dead_letters.append(day_dead)
+        if window.train_on == "window":
+            trained.append(fit)
+            validated.append(validation)
+    input_cache = pipeline | "ReadAnalysisCache" >> analyzer_cache.ReadAnalysisCacheFromFS(
+        window.cache_dir, list(keys.values()))
+    transform_fn, output_cache = (
+        (analysed, input_cache, adapter)
+        | "AnalyzeWindow" >> tft_beam.AnalyzeDatasetWithCache(preprocessing_fn))
+    _ = output_cache | "WriteAnalysisCache" >> analyzer_cache.WriteAnalysisCacheToFS(
+        pipeline, window.cache_dir, dataset_keys=list(keys.values()))
+    return transform_fn, trained, validated, dead_letters
+
+
 def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str, *,
                   eval_input_pattern: str | None = None, pipeline_args: Sequence[str] = (),
+                  window: Window | None = None,
                   log: Callable[[str], None] = LOG.info) -> dict | None:
     """Runs the job; returns stats (also written to ``<output_dir>/stats.json``), or None
-    when ``--template_location`` only built a Dataflow template."""
+    when ``--template_location`` only built a Dataflow template. With a ``window`` the
+    analyzers see its earlier days too (from the analyzer cache where it has them)."""
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
 
@@ -208,6 +301,18 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
     wd_io.check_headers(input_paths + eval_paths, config)
     log(f"transform: {len(input_paths)} input file(s) from {input_pattern}"
         + (f", {len(eval_paths)} eval file(s) from {eval_input_pattern}" if eval_paths else ""))
+    window_stats = None
+    if window is not None:
+        wd_io.check_headers([p for day_paths in window.earlier.values() for p in day_paths],
+                            config)
+        cached = window.cached_days()
+        read = [d for d in window.earlier if d not in cached or window.train_on == "window"]
+        window_stats = {"new_day": window.new_day, "earlier_days": list(window.earlier),
+                        "from_cache": cached, "read": read, "train_on": window.train_on,
+                        "cache_dir": window.cache_dir}
+        log(f"transform: vocabularies and quantiles over {len(window.earlier) + 1} day(s): "
+            f"{window.new_day} read, {len(cached)} earlier from the analyzer cache"
+            + (f", {len(read)} earlier read ({', '.join(read)})" if read else ""))
 
     partial_dir = beam_job.fresh_partial_dir(output_dir)
     temp_location = options.get_all_options().get("temp_location")
@@ -217,7 +322,7 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
         tft_temp = temp_location or local_tmp
         pipeline = beam.Pipeline(options=options)
         with tft_beam.Context(temp_dir=tft_temp):
-            build_pipeline(pipeline, config, input_paths, partial_dir, eval_paths)
+            build_pipeline(pipeline, config, input_paths, partial_dir, eval_paths, window)
         counts = beam_job.run(pipeline)
     elapsed = time.time() - started
     if counts is None:
@@ -243,6 +348,7 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
         "seconds": round(elapsed, 2),
         "rows_per_second": round(rows_read / elapsed, 1) if elapsed else None,
         "config_digest": config.digest,
+        **({"window": window_stats} if window_stats else {}),
     }
     # Written even when the checks below fail, for the report; but then never promoted.
     paths.write_json(paths.join(partial_dir, STATS_FILE), stats)

@@ -171,6 +171,19 @@ class TrainParams:
             raise ValueError(f"train.model_type {why}, got {self.model_type!r}")
 
 
+TRAIN_ON = ("new_day", "window")
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisParams:
+    """Which days the analyzers (vocabularies, quantiles) see on a nightly run."""
+    # The new day and the days before it: a token that skipped the new day keeps its
+    # vocabulary row, and with it its warm-started embedding. Earlier days come from the
+    # analyzer cache in the work dir, so a night counts only its new day.
+    window_days: int = 1
+    train_on: str = "new_day"  # or "window": train on every day of the window
+
+
 @dataclasses.dataclass(frozen=True)
 class GateParams:
     min_auc: float = 0.6
@@ -202,6 +215,7 @@ class FeatureConfig:
     train: TrainParams
     gate: GateParams
     serving: ServingParams
+    analysis: AnalysisParams = AnalysisParams()
     digest: str = ""
 
     def column(self, name: str) -> ColumnSpec:
@@ -401,6 +415,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> FeatureCo
     train = _load_dataclass(root.table("train"), TrainParams)
     gate = _load_dataclass(root.table("gate"), GateParams)
     serving = _load_dataclass(root.table("serving"), ServingParams)
+    analysis = _load_dataclass(root.table("analysis"), AnalysisParams)
     for key, names_ in (("query_columns", serving.query_columns),
                         ("item_column", (serving.item_column,) if serving.item_column else ())):
         for n in names_:
@@ -410,7 +425,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> FeatureCo
     return FeatureConfig(source=source, input=input_spec, label=label, columns=columns,
                          crosses=crosses, wide=wide, deep=deep, slices=slices,
                          split=split, max_dead_letter_fraction=max_dead, train=train,
-                         gate=gate, serving=serving)
+                         gate=gate, serving=serving, analysis=analysis)
 
 
 def _load_label(label_t: _Table) -> LabelSpec:
@@ -562,6 +577,8 @@ PARAM_RULES: dict[type, dict[str, tuple]] = {
         "max_calibration_error": _at_least(0),
     },
     ServingParams: {"keep_versions": _at_least(1), "top_k": _at_least(1)},
+    AnalysisParams: {"window_days": _at_least(1),
+                     "train_on": ((lambda v: v in TRAIN_ON), f"must be one of {', '.join(TRAIN_ON)}")},
 }
 
 

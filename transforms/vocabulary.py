@@ -79,12 +79,23 @@ class _MergeCounts(beam.CombineFn):
         return merge_counts(buffered)
 
 
-class _CountBatches(beam.PTransform):
+class _Stable:
+    """TFT keys an analyzer's cache entries by its fields' text, this object among them:
+    Beam's default text holds the object's address, which differs in every process, so no
+    cache entry would ever be found again."""
+
+    def __repr__(self):
+        return f"<{type(self).__name__}>"
+
+    __str__ = __repr__
+
+
+class _CountBatches(_Stable, beam.PTransform):
     def expand(self, batches):
         return batches | "CountTokens" >> beam.Map(count_tokens)
 
 
-class _MergeAll(beam.PTransform):
+class _MergeAll(_Stable, beam.PTransform):
     """TFT's local merge (per dataset: what its cache keeps) and its global merge (all
     datasets and cached days). No element for no input: a combine with that default is 9
     Beam transforms, not 4; the writer reads the counts as a list that may be empty."""
@@ -120,8 +131,13 @@ def _write_file(unused_element, counts: list, directory: str, name: str,
     return np.array(path.encode())
 
 
-class _WriteVocabulary(tft_beam_experimental.PTransformAnalyzer):
+class _WriteVocabulary(_Stable, tft_beam_experimental.PTransformAnalyzer):
     """Merged counts → the vocabulary file in TFT's temp dir; outputs its path."""
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name} {self.min_count}>"
+
+    __str__ = __repr__
 
     def __init__(self, name: str, min_count: int):
         super().__init__()
