@@ -46,6 +46,7 @@ import numpy as np
 
 import common  # noqa: E402  (first: the Keras mode, the repository on sys.path)
 from common import merge_results  # noqa: E402
+from pipeline import transform_job  # noqa: E402
 
 MILLION = 1_000_000
 # Per dataset (issue 16): seconds for 1M rows, the fixed part, and ours / reference at 1M.
@@ -56,9 +57,8 @@ SMOKE_SIZES = (1500, 3000)
 IN_PROCESS = "in_process"
 MULTI_PROCESSING = "multi_processing"
 MULTI_PROCESSING_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
-# zlib's default level, which Beam's GZIP sink uses for our TFRecords
-# (apache_beam/io/filesystem.py). Arrow's own gzip default is 9, five times slower here.
-GZIP_LEVEL = 6
+# The level our TFRecords are written at (Arrow's own gzip default is 9, far slower).
+GZIP_LEVEL = transform_job.GZIP_LEVEL
 DEFAULT_OUT = common.RESULTS_FILE
 RESULTS_KEY = "transform"
 
