@@ -53,6 +53,7 @@ MILLION = 1_000_000
 GOALS = {"appstore": {"million_rows_seconds": 25.0, "ratio": 3.0},
          "criteo_like": {"fixed_seconds": 20.0, "million_rows_seconds": 60.0, "ratio": 3.0}}
 DEFAULT_SIZES = "200000,1000000"
+WINDOW_GOAL_RATIO = 1.3  # a night with window_days = 7 against a one-day night
 SMOKE_SIZES = (1500, 3000)
 IN_PROCESS = "in_process"
 MULTI_PROCESSING = "multi_processing"
@@ -82,10 +83,17 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--smoke", action="store_true",
                         help=f"{' and '.join(map(str, SMOKE_SIZES))} rows: checks the script "
                              "runs and agrees")
+    parser.add_argument("--window-days", type=int, default=7,
+                        help="also time a night with [analysis] window_days = N against a "
+                             "one-day night on the app-store log (0: skip; default 7)")
+    parser.add_argument("--window-rows", type=int, default=200_000,
+                        help="rows per day of that log (default 200000)")
     parser.add_argument("--runner-args", nargs=argparse.REMAINDER, default=[],
                         help="everything after this goes to Beam's PipelineOptions")
     args, unknown = parser.parse_known_args(argv)
     args.datasets = [d for d in args.datasets.split(",") if d]
+    if args.smoke:
+        args.window_rows = min(args.window_rows, 400)
     args.sizes = list(SMOKE_SIZES) if args.smoke else sorted(int(n) for n in
                                                              args.sizes.split(","))
     if len(args.sizes) != 2 or args.sizes[0] < 1 or args.sizes[0] == args.sizes[1]:
@@ -573,6 +581,67 @@ def run_dataset(name: str, args, pipeline_args, work_dir: str) -> dict:
     return summary
 
 
+def _vocabulary_files(transform_dir: str) -> dict[str, bytes]:
+    import tensorflow_transform as tft
+
+    output = tft.TFTransformOutput(transform_dir)
+    assets = os.path.join(transform_dir, "transform_fn", "assets")
+    files = {}
+    for name in sorted(n for n in os.listdir(assets) if n.startswith("vocab_")):
+        with open(output.vocabulary_file_by_name(name), "rb") as f:
+            files[name] = f.read()
+    return files
+
+
+def run_window(args, work_dir: str) -> dict:
+    """A night with ``[analysis] window_days = N`` (its earlier days in the analyzer cache)
+    against a one-day night, and its vocabularies against one analysis of all N days."""
+    from configs import shipped_config
+    from pipeline import orchestrate
+    from transforms import config as cfg
+    from transforms import synthetic
+    from transforms.config import load_config
+
+    root = os.path.join(work_dir, "window")
+    shutil.rmtree(root, ignore_errors=True)
+    synthetic.write_log(os.path.join(root, "logs"), days=args.window_days,
+                        rows_per_day=args.window_rows, seed=0, shards=args.shards)
+    template = os.path.join(root, "logs", "day={date}", "*.csv")
+    dates = orchestrate.available_days(template)
+    one_day = load_config(shipped_config("appstore.toml"))
+    windowed = dataclasses.replace(one_day, analysis=cfg.AnalysisParams(
+        window_days=args.window_days))
+
+    def night(config, date: str, name: str, input_glob: str | None = None) -> float:
+        window = orchestrate.analysis_window(config, os.path.join(root, "work"), template, date)
+        started = time.perf_counter()
+        transform_job.run_transform(config, input_glob or template.replace("{date}", date),
+                                    os.path.join(root, name), window=window,
+                                    log=lambda line: common.log(f"window: {name}: {line}"))
+        return time.perf_counter() - started
+
+    # The nights before: one run whose window is the first N - 1 days fills the cache.
+    warm = night(windowed, dates[-2], "warm")
+    windowed_night = night(windowed, dates[-1], "windowed")
+    one_day_night = night(one_day, dates[-1], "one_day")
+    full = night(one_day, dates[-1], "full", template.replace("{date}", "*"))
+    ratio = windowed_night / one_day_night
+    same = _vocabulary_files(os.path.join(root, "windowed")) == _vocabulary_files(
+        os.path.join(root, "full"))
+    result = {"window_days": args.window_days, "rows_per_day": args.window_rows,
+              "one_day_night_seconds": round(one_day_night, 2),
+              "window_night_seconds": round(windowed_night, 2),
+              "window_vs_one_day": round(ratio, 3),
+              "cache_fill_seconds": round(warm, 2), "full_analysis_seconds": round(full, 2),
+              "vocabularies_equal_full_analysis": same,
+              "goal": f"at most {WINDOW_GOAL_RATIO:g}x a one-day night: "
+                      f"{'PASS' if ratio <= WINDOW_GOAL_RATIO else 'MISS'} ({ratio:.2f}x); "
+                      f"vocabularies equal a full {args.window_days}-day analysis: "
+                      f"{'yes' if same else 'NO'}"}
+    common.log(f"window: {result['goal']}")
+    return result
+
+
 def main(argv=None) -> dict:
     args, pipeline_args = parse_args(argv)
     # Imports before any clock starts: neither side is charged for loading TF or Arrow.
@@ -587,6 +656,7 @@ def main(argv=None) -> dict:
     try:
         datasets = {name: run_dataset(name, args, pipeline_args, work_dir)
                     for name in args.datasets}
+        window = run_window(args, work_dir) if args.window_days > 1 else None
     finally:
         if not args.work_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -597,14 +667,21 @@ def main(argv=None) -> dict:
         for goal, verdict in summary["goals"].items():
             print(f"- {name}: {goal}: {verdict}")
         print()
+    if window is not None:
+        print(f"- window_days = {window['window_days']} ({window['rows_per_day']:,} rows a "
+              f"day): night {window['window_night_seconds']:.1f} s, one-day night "
+              f"{window['one_day_night_seconds']:.1f} s; {window['goal']}")
+        print()
     result = {"bench": "transform", "smoke": args.smoke, "sizes": args.sizes,
               "shards": args.shards, "cpus": os.cpu_count(), "cpu_model": common.cpu_model(),
-              "datasets": datasets}
+              "datasets": datasets, "window": window}
     print(json.dumps(result), flush=True)
     merge_results(args.out, RESULTS_KEY, result)
     disagree = [f"{name} at {run['rows']:,} rows" for name, s in datasets.items()
                 for run in s["runs"]
                 if not (run["checks"]["rows_agree"] and run["checks"]["vocab_agree"])]
+    if window is not None and not window["vocabularies_equal_full_analysis"]:
+        disagree.append(f"the {window['window_days']}-day window's vocabularies")
     if disagree:
         raise SystemExit(f"bench: the reference and our job disagree ({', '.join(disagree)}; "
                          "see 'agreement' above); their times are not a fair comparison")

@@ -14,7 +14,7 @@ def test_smoke_run_writes_agreeing_figures_and_keeps_other_results(tmp_path):
     out.write_text(json.dumps({"train": {"ours_examples_per_second": 1.0}}))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
-    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--shards", "2",
+    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--shards", "2", "--window-days", "3",
                            "--out", str(out)],
                           capture_output=True, text=True, env=env, timeout=300)
 
@@ -42,3 +42,7 @@ def test_smoke_run_writes_agreeing_figures_and_keeps_other_results(tmp_path):
                    - large["ours_seconds"]) < 0.05, name
         assert summary["goals"], name
     assert "| cost line (in_process) |" in done.stdout
+    window = figures["window"]
+    assert window["window_days"] == 3
+    assert window["vocabularies_equal_full_analysis"] is True
+    assert window["window_night_seconds"] > 0 and window["one_day_night_seconds"] > 0

@@ -268,3 +268,12 @@ def test_a_validation_holdout_is_carved_from_train_by_key(tmp_path):
     for name in ("a", "b"):
         assert len(read_examples(os.path.join(tmp_path / name, "validation-*.tfrecord.gz"))) \
             == rows_out["validation"]
+
+
+def test_rows_lost_inside_the_pipeline_fail_the_job():
+    counts = {"rows_valid": 1000, "rows_train": 800, "rows_eval": 90, "rows_validation": 100}
+
+    with pytest.raises(transform_job.TransformError,
+                       match="1000 valid rows were read but 990 written.*multi_processing"):
+        transform_job.check_no_rows_lost(counts, multi_processing=True)
+    transform_job.check_no_rows_lost({**counts, "rows_eval": 100})  # all accounted for
