@@ -161,6 +161,18 @@ def test_each_optimizer_updates_only_its_own_part():
     assert int(wide_opt.iterations) == 2 and int(deep_opt.iterations) == 2
 
 
+def test_embedding_l2_shrinks_only_the_rows_a_batch_looked_up():
+    params = cfg.TrainParams(hidden_units=(4,), embedding_dim=3, embedding_l2=100.0)
+    model = model_lib.build_model(_tiny_inputs(), params)
+    table = model.deep.embeddings["app"]
+    before = table.numpy().copy()
+    model.train_step(_tiny_batch())  # "app" ids 0, 1, 4, 2: row 3 is not looked up
+    after = table.numpy()
+    np.testing.assert_array_equal(after[3], before[3])
+    looked_up = [0, 1, 2, 4]
+    assert np.all(np.abs(after[looked_up]) < np.abs(before[looked_up]))
+
+
 def test_sparse_ftrl_makes_the_same_updates_as_the_dense_one():
     settings = dict(learning_rate=0.1, l1_regularization_strength=0.01,
                     l2_regularization_strength=0.02)

@@ -162,12 +162,14 @@ class DeepTower(keras.layers.Layer):
     """The deep part: embeddings and numerics, then ReLU layers down to one logit."""
 
     def __init__(self, inputs: Sequence[ModelInput], embedding_dim: int,
-                 hidden_units: Sequence[int], seed: int, **kwargs):
+                 hidden_units: Sequence[int], seed: int, embedding_l2: float = 0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         self._inputs = tuple(_as_input(f) for f in inputs)
         self._embedding_dim = embedding_dim
         self._hidden_units = tuple(hidden_units)
         self._seed = seed
+        self._embedding_l2 = embedding_l2
         self.hidden = [keras.layers.Dense(units, activation="relu", name=f"hidden_{i}",
                                           kernel_initializer=keras.initializers.GlorotUniform(
                                               seed=seed + 1000 + i))
@@ -179,7 +181,7 @@ class DeepTower(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "inputs": [dataclasses.asdict(f) for f in self._inputs],
                 "embedding_dim": self._embedding_dim, "hidden_units": list(self._hidden_units),
-                "seed": self._seed}
+                "seed": self._seed, "embedding_l2": self._embedding_l2}
 
     def build(self, input_shape):
         # The canned DNN estimators' embedding init: N(0, 1/sqrt(dim)) truncated.
@@ -194,14 +196,18 @@ class DeepTower(keras.layers.Layer):
                             stddev=stddev, seed=self._seed + i))
         super().build(input_shape)
 
-    def call(self, features):
-        columns = []
+    def call(self, features, training=False):
+        columns, squares = [], []
         for f in self._inputs:
             values = features[f.name]
             if f.is_categorical:
                 columns.append(_lookup(self.embeddings[f.name], values, combiner="mean"))
+                squares.append(tf.reduce_sum(tf.square(columns[-1]), axis=1))
             else:
                 columns.append(tf.reshape(tf.cast(values, tf.float32), [-1, 1]))
+        if training and self._embedding_l2 and squares:
+            # A batch mean like the log loss, which train_step adds it to (model.losses).
+            self.add_loss(self._embedding_l2 * tf.reduce_mean(tf.add_n(squares)))
         hidden = tf.concat(columns, axis=1)
         for layer in self.hidden:
             hidden = layer(hidden)
@@ -224,7 +230,7 @@ class WideDeepModel(keras.Model):
         self.wide = (WideLinear(wide_inputs, name=WIDE)
                      if params.model_type in ("wide_deep", "wide") and wide_inputs else None)
         self.deep = (DeepTower(deep_inputs, params.embedding_dim, params.hidden_units,
-                               params.seed, name=DEEP)
+                               params.seed, params.embedding_l2, name=DEEP)
                      if params.model_type in ("wide_deep", "deep") and deep_inputs else None)
         self.log_loss = keras.metrics.BinaryCrossentropy(name="log_loss", from_logits=True)
         self.auc = keras.metrics.AUC(name="auc", num_thresholds=1000)
@@ -270,6 +276,8 @@ class WideDeepModel(keras.Model):
             logits = self.logits(features, training=True)
             loss = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(
                 labels=labels, logits=logits)) / tf.maximum(global_rows, 1.0)
+            if self.losses:  # penalties (embedding_l2): this worker's batch means
+                loss += tf.add_n(self.losses) * rows / tf.maximum(global_rows, 1.0)
         gradients = tape.gradient(loss, variables)
         for name, part_variables in variables.items():
             if part_variables:  # a frozen part has none, and its optimizer does nothing

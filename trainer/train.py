@@ -76,8 +76,10 @@ def _check_resumable(layout: model_lib.ModelDir, params: cfg.TrainParams,
     previous = paths.read_json(layout.hparams)
     if previous is not None:
         current = model_lib.params_to_json(params)
+        # A field added since the checkpoint was written had its default there.
+        defaults = model_lib.params_to_json(cfg.TrainParams())
         changed = sorted(k for k in current if k not in RESUMABLE_CHANGES
-                         and json.dumps(previous.get(k)) != json.dumps(current[k]))
+                         and json.dumps(previous.get(k, defaults[k])) != json.dumps(current[k]))
         if changed:
             details = ", ".join(f"{k}: {previous.get(k)!r} -> {current[k]!r}" for k in changed)
             raise ValueError(
