@@ -5,8 +5,9 @@ validation split (``split.validation_fraction``) and is scored by the best epoch
 validation log loss. The search is Optuna's TPE sampler, seeded from ``train.seed``, within
 a trial count and a time budget. What it writes (``--out``):
 
-    trials.json          every trial (numbered from 0): its parameters, validation log loss
-                         and AUC, best epoch, seconds; the winner first
+    trials.json          every trial (numbered from 0; trial 0 is the config's own [train]):
+                         its parameters, validation log loss and AUC, best epoch, seconds;
+                         the winner first
     tuned_train.toml     the config's [train] with the winner's values: paste it over the
                          config's [train]
 
@@ -83,10 +84,10 @@ def tune(config: cfg.FeatureConfig, transform_dir: str, out_dir: str, *, trials:
         + (f" or {timeout_seconds:.0f}s" if timeout_seconds else "")
         + f", searching {', '.join(space)} on the validation split of {transform_dir}")
 
-    def objective(trial) -> float:
-        values = _suggest(trial, space)
+    def run_trial(values: dict[str, Any], source: str) -> float:
         params = dataclasses.replace(base, **values)
-        model_dir = paths.join(out_dir, "trials", str(trial.number))
+        number = len(records)
+        model_dir = paths.join(out_dir, "trials", str(number))
         trial_started = time.time()
         try:
             summary = trainer.train(config, transform_dir, model_dir, params=params,
@@ -95,7 +96,7 @@ def tune(config: cfg.FeatureConfig, transform_dir: str, out_dir: str, *, trials:
             paths.rmtree(model_dir)
         validation = summary.get("best_validation") or {}
         loss = validation.get("log_loss", math.nan)
-        record = {"trial": trial.number, "params": _plain(values),
+        record = {"trial": number, "source": source, "params": _plain(values),
                   "validation_log_loss": loss, "validation_auc": validation.get("auc"),
                   "best_epoch": summary.get("best_epoch"),
                   "seconds": round(time.time() - trial_started, 1)}
@@ -106,13 +107,20 @@ def tune(config: cfg.FeatureConfig, transform_dir: str, out_dir: str, *, trials:
         left = (trials - len(records)) * elapsed / len(records)
         if timeout_seconds:
             left = min(left, max(timeout_seconds - elapsed, 0.0))
-        log(f"tune: trial {len(records)}/{trials}: validation log loss {loss:.4f} "
+        log(f"tune: trial {len(records)}/{trials} ({source}): validation log loss {loss:.4f} "
             f"({record['seconds']:.0f}s); best {best['validation_log_loss']:.4f} (trial "
             f"{best['trial'] + 1}); about {left / 60:.1f} min left" if best else
             f"tune: trial {len(records)}/{trials}: no finite validation log loss")
         return loss if math.isfinite(loss) else float("inf")
 
-    study.optimize(objective, n_trials=trials, timeout=timeout_seconds)
+    # The config's own [train] first: the search returns nothing worse on validation than
+    # what the config already has (on MovieLens all 12 TPE trials were worse than it).
+    run_trial({name: getattr(base, name) for name in space}, "config")
+    if trials > 1:
+        study.optimize(lambda trial: run_trial(_suggest(trial, space), "search"),
+                       n_trials=trials - 1,
+                       timeout=max(timeout_seconds - (time.time() - started), 1.0)
+                       if timeout_seconds else None)
     finite = [r for r in records if math.isfinite(r["validation_log_loss"])]
     if not finite:
         raise TuneError("tune: no trial gave a finite validation log loss")

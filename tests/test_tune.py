@@ -23,6 +23,12 @@ def test_tune_scores_trials_on_validation_and_writes_the_winner(transform_output
     assert all(0 < t["validation_log_loss"] < 1 and t["best_epoch"] >= 1 for t in trials)
     assert sum("tune: trial" in line and "min left" in line for line in lines) == 3
     assert not (tmp_path / "trials" / "0").exists()  # trial models are not kept
+    # Trial 0 is the config's own [train], so the winner is never worse than it.
+    by_number = {t["trial"]: t for t in trials}
+    assert by_number[0]["source"] == "config"
+    assert by_number[0]["params"]["hidden_units"] == list(config.train.hidden_units)
+    assert by_number[0]["params"]["embedding_dim"] == config.train.embedding_dim
+    assert {by_number[1]["source"], by_number[2]["source"]} == {"search"}
     # The [train] block is a valid config section holding the winner's values.
     block = tomllib.loads(open(tmp_path / tune.TUNED_TRAIN_FILE).read())
     params = parse_config({**_raw_config(config), "train": block["train"]}).train
