@@ -335,6 +335,19 @@ def _analyze_window(pipeline, config, window: Window, input_paths, adapter, prep
     return transform_fn, trained, validated, dead_letters
 
 
+def _describe_window(window: Window, config: cfg.FeatureConfig, log) -> dict:
+    """The window's days, checked and logged: which come from the cache, which are read."""
+    wd_io.check_headers([p for day_paths in window.earlier.values() for p in day_paths], config)
+    cached = window.cached_days()
+    read = [d for d in window.earlier if d not in cached or window.train_on == "window"]
+    log(f"transform: vocabularies and quantiles over {len(window.earlier) + 1} day(s): "
+        f"{window.new_day} read, {len(cached)} earlier from the analyzer cache"
+        + (f", {len(read)} earlier read ({', '.join(read)})" if read else ""))
+    return {"new_day": window.new_day, "earlier_days": list(window.earlier),
+            "from_cache": cached, "read": read, "train_on": window.train_on,
+            "cache_dir": window.cache_dir}
+
+
 def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str, *,
                   eval_input_pattern: str | None = None, pipeline_args: Sequence[str] = (),
                   window: Window | None = None,
@@ -356,18 +369,7 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
     wd_io.check_headers(input_paths + eval_paths, config)
     log(f"transform: {len(input_paths)} input file(s) from {input_pattern}"
         + (f", {len(eval_paths)} eval file(s) from {eval_input_pattern}" if eval_paths else ""))
-    window_stats = None
-    if window is not None:
-        wd_io.check_headers([p for day_paths in window.earlier.values() for p in day_paths],
-                            config)
-        cached = window.cached_days()
-        read = [d for d in window.earlier if d not in cached or window.train_on == "window"]
-        window_stats = {"new_day": window.new_day, "earlier_days": list(window.earlier),
-                        "from_cache": cached, "read": read, "train_on": window.train_on,
-                        "cache_dir": window.cache_dir}
-        log(f"transform: vocabularies and quantiles over {len(window.earlier) + 1} day(s): "
-            f"{window.new_day} read, {len(cached)} earlier from the analyzer cache"
-            + (f", {len(read)} earlier read ({', '.join(read)})" if read else ""))
+    window_stats = _describe_window(window, config, log) if window is not None else None
 
     partial_dir = beam_job.fresh_partial_dir(output_dir)
     temp_location = options.get_all_options().get("temp_location")
