@@ -43,6 +43,7 @@ class TransformError(beam_job.DataJobError):
 
 
 ROWS_VALID_COUNTER = "rows_valid"  # the job's own input rows that parsed
+CACHE_COMPLETE = "COMPLETE"  # in a day's analyzer-cache dir, once a job that wrote it passed
 
 
 def check_no_rows_lost(counts: dict[str, int], window: "Window | None" = None,
@@ -206,12 +207,24 @@ class Window:
     cache_dir: str
     train_on: str = "new_day"
 
-    def cached_days(self) -> list[str]:
+    def _marker(self, day: str, day_paths: Sequence[str]) -> str:
         from tensorflow_transform.beam import analyzer_cache
 
+        return paths.join(self.cache_dir, analyzer_cache.DatasetKey(day_key(day, day_paths)).key,
+                          CACHE_COMPLETE)
+
+    def cached_days(self) -> list[str]:
+        """Earlier days whose cache a finished job wrote. (TFT writes a day's MANIFEST when
+        the pipeline is built, before its entries exist: a killed job leaves one behind.)"""
         return [day for day, day_paths in self.earlier.items()
-                if paths.exists(paths.join(self.cache_dir, analyzer_cache.DatasetKey(
-                    day_key(day, day_paths)).key, "MANIFEST"))]
+                if paths.exists(self._marker(day, day_paths))]
+
+    def mark_cached(self, input_paths: Sequence[str]) -> None:
+        """After a job passed its checks: the days it analysed have a complete cache."""
+        cached = set(self.cached_days())
+        for day, day_paths in [*self.earlier.items(), (self.new_day, input_paths)]:
+            if day not in cached:
+                paths.write_text(self._marker(day, day_paths), "")
 
 
 def cache_key(config: cfg.FeatureConfig) -> str:
@@ -326,7 +339,7 @@ def _analyze_window(pipeline, config, window: Window, input_paths, adapter, prep
             trained.append(fit)
             validated.append(validation)
     input_cache = pipeline | "ReadAnalysisCache" >> analyzer_cache.ReadAnalysisCacheFromFS(
-        window.cache_dir, list(keys.values()))
+        window.cache_dir, [keys[day] for day in cached])
     transform_fn, output_cache = (
         (analysed, input_cache, adapter)
         | "AnalyzeWindow" >> tft_beam.AnalyzeDatasetWithCache(preprocessing_fn))
@@ -346,6 +359,26 @@ def _describe_window(window: Window, config: cfg.FeatureConfig, log) -> dict:
     return {"new_day": window.new_day, "earlier_days": list(window.earlier),
             "from_cache": cached, "read": read, "train_on": window.train_on,
             "cache_dir": window.cache_dir}
+
+
+def _check_output(stats: dict, job, config: cfg.FeatureConfig, partial_dir: str,
+                  window: Window | None, multi_processing: bool) -> None:
+    """The checks an output must pass before it is promoted (stats.json is already written,
+    for the report)."""
+    if job.rows_read == 0:
+        raise TransformError(f"transform: no rows in {stats['input']}")
+    # Dead letters first: when every row is malformed, an empty split is only the symptom.
+    if job.rows_dead == job.rows_read:
+        raise TransformError(f"transform: all {job.rows_read} rows were dead-lettered, by "
+                             f"reason: {job.dead_by_reason}; see "
+                             f"{partial_dir}/dead_letter-*.jsonl")
+    beam_job.check_dead_letter_limit("transform", job, config, partial_dir, TransformError)
+    check_no_rows_lost(job.main, window, multi_processing)
+    rows_out = stats["rows_out"]
+    if rows_out["train"] == 0 or rows_out["eval"] == 0:
+        raise TransformError(f"transform: the split left train={rows_out['train']} "
+                             f"eval={rows_out['eval']} rows; both need rows "
+                             f"(check [split] in {config.source})")
 
 
 def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str, *,
@@ -409,19 +442,10 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
     }
     # Written even when the checks below fail, for the report; but then never promoted.
     paths.write_json(paths.join(partial_dir, STATS_FILE), stats)
-    if rows_read == 0:
-        raise TransformError(f"transform: no rows in {input_pattern}")
-    # Dead letters first: when every row is malformed, an empty split is only the symptom.
-    if rows_dead == rows_read:
-        raise TransformError(f"transform: all {rows_read} rows were dead-lettered, by reason: "
-                             f"{dead_by_reason}; see {partial_dir}/dead_letter-*.jsonl")
-    beam_job.check_dead_letter_limit("transform", job, config, partial_dir, TransformError)
-    check_no_rows_lost(main, window, multi_processing="multi_processing" in " ".join(
-        pipeline_args))
-    if stats["rows_out"]["train"] == 0 or stats["rows_out"]["eval"] == 0:
-        raise TransformError(f"transform: the split left train={stats['rows_out']['train']} "
-                             f"eval={stats['rows_out']['eval']} rows; both need rows "
-                             f"(check [split] in {config.source})")
+    _check_output(stats, job, config, partial_dir, window,
+                  multi_processing="multi_processing" in " ".join(pipeline_args))
+    if window is not None:
+        window.mark_cached(input_paths)
     paths.promote(partial_dir, output_dir, marker=STATS_FILE)
     log(f"transform: {rows_read} rows in {elapsed:.1f}s ({stats['rows_per_second']:.0f} rows/s): "
         + ", ".join(f"{split} {n}" for split, n in stats["rows_out"].items()) + ", "

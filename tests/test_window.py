@@ -1,6 +1,7 @@
 """[analysis] window_days: vocabularies over the last N days, each day analysed once (cache)."""
 
 import dataclasses
+import glob
 import os
 
 import pytest
@@ -76,6 +77,25 @@ def test_training_on_the_window_reads_every_day_and_trains_on_all(three_days):
     rows = stats["rows_out"]
     assert rows["train"] + rows["validation"] > 2 * ROWS_PER_DAY
     assert rows["eval"] < ROWS_PER_DAY
+
+
+def test_a_day_whose_job_did_not_finish_is_analysed_again(three_days):
+    root, config, template, days = three_days
+    work_dir = str(root / "work-killed")
+    first = orchestrate.analysis_window(config, work_dir, template, days[0])
+    transform_job.run_transform(config, template.replace("{date}", days[0]),
+                                str(root / "killed-0"), window=first)
+    # As a job killed after TFT wrote the day's MANIFEST (at pipeline construction) but
+    # before its entries were complete would leave it:
+    [marker] = glob.glob(os.path.join(first.cache_dir, "*", transform_job.CACHE_COMPLETE))
+    os.remove(marker)
+    second = orchestrate.analysis_window(config, work_dir, template, days[1])
+
+    stats = transform_job.run_transform(config, template.replace("{date}", days[1]),
+                                        str(root / "killed-1"), window=second)
+
+    assert stats["window"]["from_cache"] == [] and stats["window"]["read"] == [days[0]]
+    assert second.cached_days() == [days[0]]  # complete now
 
 
 def test_another_config_uses_another_cache(three_days):
