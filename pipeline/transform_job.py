@@ -316,6 +316,30 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_pat
              paths.join(output_dir, "dead_letter"), file_name_suffix=".jsonl"))
 
 
+def _write_cache_entry(value: bytes, prefix: str) -> str:
+    import uuid
+
+    import tensorflow as tf
+
+    path = f"{prefix}-{uuid.uuid4().hex[:12]}-of-00001.gz"
+    with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type="GZIP")) as f:
+        f.write(value)
+    return path
+
+
+class _CacheEntrySink(beam.PTransform):
+    """Writes a cache entry (one or a few encoded accumulators) as gzip TFRecord files that
+    TFT's cache reader matches (``<prefix>-*-of-*``): one Beam transform where TFT's own
+    WriteToTFRecord is 17, for every analyzer of every new day."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def expand(self, entries):
+        return entries | "WriteCacheEntry" >> beam.Map(_write_cache_entry, self.prefix)
+
+
 def _analyze_window(pipeline, config, window: Window, input_paths, adapter, preprocessing_fn,
                     train_rows, validation_rows, dead):
     """TFT's AnalyzeDatasetWithCache over one dataset per day: the new day's train rows,
@@ -344,7 +368,7 @@ def _analyze_window(pipeline, config, window: Window, input_paths, adapter, prep
         (analysed, input_cache, adapter)
         | "AnalyzeWindow" >> tft_beam.AnalyzeDatasetWithCache(preprocessing_fn))
     _ = output_cache | "WriteAnalysisCache" >> analyzer_cache.WriteAnalysisCacheToFS(
-        pipeline, window.cache_dir, dataset_keys=list(keys.values()))
+        pipeline, window.cache_dir, dataset_keys=list(keys.values()), sink=_CacheEntrySink)
     return transform_fn, trained, validated, dead_letters
 
 
