@@ -387,6 +387,8 @@ def _data_section(run: _Run) -> str:
         ("input", f"{s.get('input', '—')} ({_count(s.get('input_files'))} file(s))"),
         ("rows in", _count(s.get("rows_in"))),
         ("rows out", ", ".join(f"{split} {_count(n)}" for split, n in rows_out.items()) or "—"),
+        ("positive rate", ", ".join(f"{split} {_percent(rate)}" for split, rate in
+                                    (s.get("positive_rate") or {}).items()) or "—"),
         ("dead-lettered", f"{_count(s.get('rows_dead_lettered'))} "
                           f"({_percent(s.get('dead_letter_fraction'))} of rows in)"),
         ("transform time", f"{_num(s.get('seconds'), 1)} s "

@@ -21,12 +21,14 @@ import zlib
 from typing import Callable, Sequence
 
 import apache_beam as beam
+import pyarrow.compute as pc
 from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline import beam_job
+from pipeline import column_stats
 from pipeline import io as wd_io
 from trainer import data
 from transforms import config as cfg
@@ -65,14 +67,24 @@ def check_no_rows_lost(counts: dict[str, int], window: "Window | None" = None,
             f"pipeline, so its output is not used.{hint}")
 
 
-def _count_rows(label: str):
-    counter = beam.metrics.Metrics.counter(METRICS_NAMESPACE, label)
+def _count_rows(name: str, label_column: str = ""):
+    """Counts a split's rows (``rows_<split>``) and, given the label, its positives
+    (``positives_<split>``): a shifted eval day shows as a different positive rate."""
+    rows = beam.metrics.Metrics.counter(METRICS_NAMESPACE, name)
+    positives = beam.metrics.Metrics.counter(METRICS_NAMESPACE,
+                                             name.replace("rows_", "positives_", 1))
 
     def count(batch):
-        counter.inc(batch.num_rows)
+        rows.inc(batch.num_rows)
+        if label_column:
+            positives.inc(int(pc.sum(batch.column(label_column).flatten()).as_py() or 0))
         return batch
 
     return count
+
+
+def _write_json(value, path: str) -> str:
+    return paths.write_json(path, value)
 
 
 def _masked_crc32c(data: bytes) -> int:
@@ -282,6 +294,13 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_pat
 
     train_rows, validation_rows, eval_rows, dead = _train_parts(
         pipeline, config, "Impressions", input_paths, eval_paths, counter=ROWS_VALID_COUNTER)
+    label = config.label.column
+    # Every valid row of the job's own input (the window's earlier days are not in them).
+    _ = (_flatten([p for p in (train_rows, validation_rows, eval_rows) if p is not None],
+                  "AllRows")
+         | "ColumnStats" >> beam.CombineGlobally(column_stats.ColumnStatsFn(config))
+         | "WriteColumnStats" >> beam.Map(_write_json,
+                                          paths.join(output_dir, column_stats.STATS_FILE)))
     adapter = tensor_adapter_config(config)
     preprocessing_fn = features.make_preprocessing_fn(config)
     if window is None:
@@ -293,8 +312,8 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_pat
             pipeline, config, window, input_paths, adapter, preprocessing_fn, train_rows,
             validation_rows, dead)
     train_rows = _flatten(trained, "TrainOnWindow") | "CountTrain" >> beam.Map(
-        _count_rows("rows_train"))
-    eval_rows = eval_rows | "CountEval" >> beam.Map(_count_rows("rows_eval"))
+        _count_rows("rows_train", label))
+    eval_rows = eval_rows | "CountEval" >> beam.Map(_count_rows("rows_eval", label))
     dead = _flatten(dead_letters, "AllDeadLetters")
 
     def transform(rows, name: str):
@@ -307,7 +326,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_pat
     transform(eval_rows, "Eval")
     if validation_rows is not None:
         transform(_flatten(validated, "ValidateOnWindow") | "CountValidation" >> beam.Map(
-            _count_rows("rows_validation")), "Validation")
+            _count_rows("rows_validation", label)), "Validation")
     _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(output_dir)
     _ = eval_rows | "WriteRawEval" >> WriteExamples(paths.join(output_dir, "eval_raw"))
     _ = (dead
@@ -447,14 +466,18 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
     main, rows_read = job.main, job.rows_read
     rows_dead, dead_by_reason = job.rows_dead, job.dead_by_reason
     tft_output = tft.TFTransformOutput(partial_dir)
+    rows_out = {split: main.get(f"rows_{split}", 0) for split in (
+        "train", "eval", *(["validation"] if config.split.validation_fraction else []))}
     stats = {
         "input": input_pattern,
         "eval_input": eval_input_pattern,
         "input_files": len(input_paths) + len(eval_paths),
         "rows_in": rows_read,
-        "rows_out": {"train": main.get("rows_train", 0), "eval": main.get("rows_eval", 0),
-                     **({"validation": main.get("rows_validation", 0)}
-                        if config.split.validation_fraction else {})},
+        "rows_out": rows_out,
+        # Of each split's labels: a shifted eval day shows here, beside the gate's calibration.
+        "positive_rate": {split: round(main.get(f"positives_{split}", 0) / n, 6) if n else None
+                          for split, n in rows_out.items()},
+        "column_stats": column_stats.STATS_FILE,
         **job.dead_letter_summary(),
         "vocabulary_sizes": {spec.vocab_name: tft_output.vocabulary_size_by_name(spec.vocab_name)
                              for spec in features.categorical_specs(config).values()

@@ -53,6 +53,7 @@ def stage(outcome="done", seconds=1.5, **fields):
 def transform_stats():
     return {"input": "gs://logs/day=2026-03-01/*.csv", "eval_input": None, "input_files": 4,
             "rows_in": 10_000, "rows_out": {"train": 8_871, "eval": 1_000},
+            "positive_rate": {"train": 0.0941, "eval": 0.0712},
             "rows_dead_lettered": 129, "dead_letter_fraction": 0.0129,
             "dead_letter_by_reason": {"not_a_number": 17, "wrong_field_count": 112},
             "vocabulary_sizes": {"vocab_country": 20, "vocab_installed_apps": 2976},
@@ -167,6 +168,7 @@ def test_report_of_a_rejected_run_explains_the_decision(tmp_path):
     assert ["wrong_field_count", "112", "1.12%"] in rows
     assert ["not_a_number", "17", "0.17%"] in rows
     assert "129 (1.29% of rows in)" in text
+    assert "train 9.41%, eval 7.12%" in text  # a shifted eval day shows beside calibration
     assert ["vocab_installed_apps", "2,976"] in rows
     # training: the warm start's remap counts and what stayed fresh
     assert ["vocab_country", "19", "1", "2", "1"] in rows

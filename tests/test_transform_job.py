@@ -277,3 +277,25 @@ def test_rows_lost_inside_the_pipeline_fail_the_job():
                        match="1000 valid rows were read but 990 written.*multi_processing"):
         transform_job.check_no_rows_lost(counts, multi_processing=True)
     transform_job.check_no_rows_lost({**counts, "rows_eval": 100})  # all accounted for
+
+
+def test_column_statistics_of_every_valid_row(job):
+    _, _, out, stats = job
+    with open(os.path.join(out, stats["column_stats"])) as f:
+        columns = json.load(f)
+    # 41 valid train rows and the eval file's 3 (dead letters are not counted).
+    assert {c["rows"] for c in columns.values()} == {44}
+    country = columns["country"]
+    assert country["distinct"] == 5 and country["missing_share"] == 0
+    assert country["top_values"][:2] == [{"value": "US", "count": 18},
+                                         {"value": "DE", "count": 13}]
+    apps = columns["apps"]
+    assert apps["length_counts"] == {"0": 5, "1": 21, "2": 14, "3": 4}
+    assert apps["missing_share"] == round(5 / 44, 6) and apps["tokens"] == 61
+    price = columns["price"]
+    assert (price["min"], price["max"]) == (1.0, 100.0)
+    assert price["mean"] == pytest.approx(948.5 / 44) and price["zeros_share"] == 0
+    assert price["quantiles"][0] == 1.0 and price["quantiles"][-1] == 100.0
+    assert columns["clicked"]["positive_rate"] == 0.5
+    assert columns["user"]["distinct"] == 44
+    assert stats["positive_rate"] == {"train": round(21 / 41, 6), "eval": round(1 / 3, 6)}

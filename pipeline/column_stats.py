@@ -1,0 +1,149 @@
+"""Statistics of every raw column, computed by the transform job in its one pass over the rows.
+
+What a person (and later checks) needs to tell a broken night from a quiet one: per column
+the row count and missing share; for categorical and key columns the distinct values and the
+most frequent ones; for numeric columns min, max, mean, quantiles and the share of zeros; for
+multivalent columns the list lengths and their tokens; for the label the positive rate. The
+sketches are tfx_bsl's (the ones TFDV is built on): Misra-Gries for top values, KMV for
+distinct counts, a quantiles sketch for numerics; each merges across bundles, so memory does
+not grow with the rows. Saved as ``<transform dir>/column_stats.json``.
+
+A numeric column's missing values are not counted: the reader fills them with the column's
+default before the statistics see them.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms import config as cfg
+
+STATS_FILE = "column_stats.json"
+TOP_VALUES = 20
+QUANTILES = 10          # deciles
+_SKETCH_BUCKETS = 1024  # KMV: distinct counts within about 3%
+_MAX_LENGTH = 64        # list lengths above this share the last histogram bucket
+
+
+def _sketches():
+    from tfx_bsl import sketches
+
+    return sketches
+
+
+class _Column:
+    """One column's accumulator."""
+
+    def __init__(self, kind: cfg.Kind):
+        self.kind, self.rows, self.missing = kind, 0, 0
+        if kind.value == "bytes":
+            sketches = _sketches()
+            self.top = sketches.MisraGriesSketch(TOP_VALUES * 10)
+            self.distinct = sketches.KmvSketch(_SKETCH_BUCKETS)
+            self.lengths = np.zeros(_MAX_LENGTH + 1, np.int64)
+        else:
+            self.quantiles = _sketches().QuantilesSketch(0.001, 2**32, 1)
+            self.total, self.zeros = 0.0, 0
+            self.low, self.high = np.inf, -np.inf
+
+    def add(self, values: pa.Array) -> None:
+        """``values``: the record batch's column (a list per row)."""
+        self.rows += len(values)
+        flat = values.flatten()
+        if self.kind.value != "bytes":
+            numbers = flat.to_numpy(zero_copy_only=False).astype(np.float64)
+            if len(numbers):
+                self.quantiles.AddValues(pa.array(numbers))
+                self.total += float(numbers.sum())
+                self.zeros += int((numbers == 0).sum())
+                self.low, self.high = min(self.low, numbers.min()), max(self.high, numbers.max())
+            return
+        lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
+        self.lengths += np.bincount(np.minimum(lengths, _MAX_LENGTH), minlength=_MAX_LENGTH + 1)
+        if self.kind.multivalent:
+            self.missing += int((lengths == 0).sum())
+        else:
+            self.missing += int(pc.sum(pc.equal(pc.binary_length(flat), 0)).as_py() or 0)
+            flat = flat.filter(pc.greater(pc.binary_length(flat), 0))
+        if len(flat):
+            self.top.AddValues(flat)
+            self.distinct.AddValues(flat)
+
+    def merge(self, other: "_Column") -> None:
+        self.rows += other.rows
+        self.missing += other.missing
+        if self.kind.value == "bytes":
+            self.top.Merge(other.top)
+            self.distinct.Merge(other.distinct)
+            self.lengths += other.lengths
+        else:
+            self.quantiles.Merge(other.quantiles)
+            self.total += other.total
+            self.zeros += other.zeros
+            self.low, self.high = min(self.low, other.low), max(self.high, other.high)
+
+    def result(self, name: str, kind: str) -> dict:
+        out = {"kind": kind, "rows": self.rows,
+               "missing_share": _share(self.missing, self.rows)}
+        if self.kind.value != "bytes":
+            count = self.rows  # one value per row
+            quantiles = (self.quantiles.GetQuantiles(QUANTILES).to_pylist()[0]
+                         if count else [])
+            out.update(min=_number(self.low), max=_number(self.high),
+                       mean=_number(self.total / count) if count else None,
+                       zeros_share=_share(self.zeros, count),
+                       quantiles=[_number(q) for q in quantiles])
+            if kind == cfg.LABEL:
+                out = {"kind": kind, "rows": self.rows,
+                       "positive_rate": _number(self.total / count) if count else None}
+            return out
+        tokens = int(self.lengths @ np.arange(_MAX_LENGTH + 1))
+        top = [{"value": t["values"].decode("utf-8", "backslashreplace"),
+                "count": int(t["counts"])} for t in self.top.Estimate().to_pylist()]
+        out.update(distinct=int(self.distinct.Estimate()),
+                   top_values=top[:TOP_VALUES])
+        if self.kind.multivalent:
+            nonzero = np.flatnonzero(self.lengths)
+            out.update(tokens=tokens, mean_length=_number(tokens / self.rows) if self.rows
+                       else None,
+                       length_counts={f"{n}{'+' if n == _MAX_LENGTH else ''}":
+                                      int(self.lengths[n]) for n in nonzero})
+        return out
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 6) if whole else None
+
+
+def _number(value) -> float | None:
+    value = float(value)
+    return round(value, 6) if np.isfinite(value) else None
+
+
+class ColumnStatsFn(beam.CombineFn):
+    """Record batches of valid raw rows → {column: statistics} (see the module docstring)."""
+
+    def __init__(self, config: cfg.FeatureConfig):
+        self.columns = [(c.name, c.kind) for c in config.raw_columns]
+
+    def create_accumulator(self):
+        return {name: _Column(cfg.KINDS[kind]) for name, kind in self.columns}
+
+    def add_input(self, accumulator, batch: pa.RecordBatch):
+        for name, _ in self.columns:
+            accumulator[name].add(batch.column(name))
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        accumulators = iter(accumulators)
+        merged = next(accumulators)
+        for accumulator in accumulators:
+            for name, column in accumulator.items():
+                merged[name].merge(column)
+        return merged
+
+    def extract_output(self, accumulator):
+        return {name: accumulator[name].result(name, kind) for name, kind in self.columns}
