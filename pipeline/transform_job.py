@@ -13,6 +13,7 @@ later stages could trust.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import struct
 import tempfile
@@ -219,24 +220,27 @@ class Window:
     cache_dir: str
     train_on: str = "new_day"
 
-    def _marker(self, day: str, day_paths: Sequence[str]) -> str:
+    @functools.cached_property
+    def earlier_keys(self) -> dict[str, str]:
+        """Each earlier day's cache key (:func:`day_key`), listed once per job."""
+        return {day: day_key(day, day_paths) for day, day_paths in self.earlier.items()}
+
+    def _marker(self, key: str) -> str:
         from tensorflow_transform.beam import analyzer_cache
 
-        return paths.join(self.cache_dir, analyzer_cache.DatasetKey(day_key(day, day_paths)).key,
-                          CACHE_COMPLETE)
+        return paths.join(self.cache_dir, analyzer_cache.DatasetKey(key).key, CACHE_COMPLETE)
 
     def cached_days(self) -> list[str]:
         """Earlier days whose cache a finished job wrote. (TFT writes a day's MANIFEST when
         the pipeline is built, before its entries exist: a killed job leaves one behind.)"""
-        return [day for day, day_paths in self.earlier.items()
-                if paths.exists(self._marker(day, day_paths))]
+        return [day for day, key in self.earlier_keys.items()
+                if paths.exists(self._marker(key))]
 
-    def mark_cached(self, input_paths: Sequence[str]) -> None:
+    def mark_cached(self, new_day_key: str, cached: Sequence[str]) -> None:
         """After a job passed its checks: the days it analysed have a complete cache."""
-        cached = set(self.cached_days())
-        for day, day_paths in [*self.earlier.items(), (self.new_day, input_paths)]:
+        for day, key in [*self.earlier_keys.items(), (self.new_day, new_day_key)]:
             if day not in cached:
-                paths.write_text(self._marker(day, day_paths), "")
+                paths.write_text(self._marker(key), "")
 
 
 def cache_key(config: cfg.FeatureConfig) -> str:
@@ -367,8 +371,8 @@ def _analyze_window(pipeline, config, window: Window, input_paths, adapter, prep
     from tensorflow_transform.beam import analyzer_cache
 
     cached = set(window.cached_days())
-    keys = {day: analyzer_cache.DatasetKey(day_key(day, day_paths))
-            for day, day_paths in [*window.earlier.items(), (window.new_day, input_paths)]}
+    keys = {day: analyzer_cache.DatasetKey(key) for day, key in
+            [*window.earlier_keys.items(), (window.new_day, day_key(window.new_day, input_paths))]}
     analysed = {keys[window.new_day]: train_rows}
     trained, validated, dead_letters = [train_rows], [validation_rows], [dead]
     for day, day_paths in window.earlier.items():
@@ -492,7 +496,7 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
     _check_output(stats, job, config, partial_dir, window,
                   multi_processing="multi_processing" in " ".join(pipeline_args))
     if window is not None:
-        window.mark_cached(input_paths)
+        window.mark_cached(day_key(window.new_day, input_paths), window_stats["from_cache"])
     paths.promote(partial_dir, output_dir, marker=STATS_FILE)
     log(f"transform: {rows_read} rows in {elapsed:.1f}s ({stats['rows_per_second']:.0f} rows/s): "
         + ", ".join(f"{split} {n}" for split, n in stats["rows_out"].items()) + ", "
