@@ -6,7 +6,9 @@ most frequent ones; for numeric columns min, max, mean, quantiles and the share 
 multivalent columns the list lengths and their tokens; for the label the positive rate. The
 sketches are tfx_bsl's (the ones TFDV is built on): Misra-Gries for top values, KMV for
 distinct counts, a quantiles sketch for numerics; each merges across bundles, so memory does
-not grow with the rows. Saved as ``<transform dir>/column_stats.json``.
+not grow with the rows. The price: in a column with over a thousand distinct values the
+top-value counts are upper bounds, each over by at most ``top_counts_over_by_at_most``.
+Saved as ``<transform dir>/column_stats.json``.
 
 A numeric column's missing values are not counted: the reader fills them with the column's
 default before the statistics see them.
@@ -25,6 +27,10 @@ STATS_FILE = "column_stats.json"
 TOP_VALUES = 20
 QUANTILES = 10          # deciles
 _SKETCH_BUCKETS = 1024  # KMV: distinct counts within about 3%
+# Misra-Gries counts are exact while a column has fewer distinct values than buckets; past
+# that each count may be over by up to values / (buckets + 1), and values whose count is
+# not above that bound (a long tail of user ids) are not reported as top values at all.
+_TOP_BUCKETS = 1000
 _MAX_LENGTH = 64        # list lengths above this share the last histogram bucket
 
 
@@ -41,7 +47,7 @@ class _Column:
         self.kind, self.rows, self.missing = kind, 0, 0
         if kind.value == "bytes":
             sketches = _sketches()
-            self.top = sketches.MisraGriesSketch(TOP_VALUES * 10)
+            self.top = sketches.MisraGriesSketch(_TOP_BUCKETS)
             self.distinct = sketches.KmvSketch(_SKETCH_BUCKETS)
             self.lengths = np.zeros(_MAX_LENGTH + 1, np.int64)
         else:
@@ -101,10 +107,14 @@ class _Column:
                        "positive_rate": _number(self.total / count) if count else None}
             return out
         tokens = int(self.lengths @ np.arange(_MAX_LENGTH + 1))
+        distinct = int(self.distinct.Estimate())
+        values = tokens if self.kind.multivalent else self.rows - self.missing
+        over_by = 0 if distinct < _TOP_BUCKETS else values // (_TOP_BUCKETS + 1)
         top = [{"value": t["values"].decode("utf-8", "backslashreplace"),
-                "count": int(t["counts"])} for t in self.top.Estimate().to_pylist()]
-        out.update(distinct=int(self.distinct.Estimate()),
-                   top_values=top[:TOP_VALUES])
+                "count": int(t["counts"])} for t in self.top.Estimate().to_pylist()
+               if t["counts"] > over_by]
+        out.update(distinct=distinct, top_values=top[:TOP_VALUES],
+                   top_counts_over_by_at_most=over_by)
         if self.kind.multivalent:
             nonzero = np.flatnonzero(self.lengths)
             out.update(tokens=tokens, mean_length=_number(tokens / self.rows) if self.rows

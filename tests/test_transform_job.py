@@ -299,3 +299,20 @@ def test_column_statistics_of_every_valid_row(job):
     assert columns["clicked"]["positive_rate"] == 0.5
     assert columns["user"]["distinct"] == 44
     assert stats["positive_rate"] == {"train": round(21 / 41, 6), "eval": round(1 / 3, 6)}
+
+
+def test_top_values_of_a_long_tail_are_only_those_above_the_sketch_error():
+    import pyarrow as pa
+
+    from pipeline import column_stats
+    from transforms import config as cfg
+
+    column = column_stats._Column(cfg.KINDS[cfg.KEY])
+    ids = [f"u{i}" for i in range(5000)] + ["bot"] * 2000  # 5,000 users once, one bot
+    column.add(pa.array([[v.encode()] for v in ids], pa.large_list(pa.large_binary())))
+
+    result = column.result("user", cfg.KEY)
+
+    assert 0 < result["top_counts_over_by_at_most"] < 2000
+    assert [t["value"] for t in result["top_values"]] == ["bot"]
+    assert 2000 <= result["top_values"][0]["count"] <= 2000 + result["top_counts_over_by_at_most"]
