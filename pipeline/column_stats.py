@@ -50,6 +50,7 @@ class _Column:
             self.top = sketches.MisraGriesSketch(_TOP_BUCKETS)
             self.distinct = sketches.KmvSketch(_SKETCH_BUCKETS)
             self.lengths = np.zeros(_MAX_LENGTH + 1, np.int64)
+            self.tokens = 0
         else:
             self.quantiles = _sketches().QuantilesSketch(0.001, 2**32, 1)
             self.total, self.zeros = 0.0, 0
@@ -69,6 +70,7 @@ class _Column:
             return
         lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
         self.lengths += np.bincount(np.minimum(lengths, _MAX_LENGTH), minlength=_MAX_LENGTH + 1)
+        self.tokens += int(lengths.sum())
         if self.kind.multivalent:
             self.missing += int((lengths == 0).sum())
         else:
@@ -85,13 +87,14 @@ class _Column:
             self.top.Merge(other.top)
             self.distinct.Merge(other.distinct)
             self.lengths += other.lengths
+            self.tokens += other.tokens
         else:
             self.quantiles.Merge(other.quantiles)
             self.total += other.total
             self.zeros += other.zeros
             self.low, self.high = min(self.low, other.low), max(self.high, other.high)
 
-    def result(self, name: str, kind: str) -> dict:
+    def result(self, kind: str) -> dict:
         out = {"kind": kind, "rows": self.rows,
                "missing_share": _share(self.missing, self.rows)}
         if self.kind.value != "bytes":
@@ -106,7 +109,7 @@ class _Column:
                 out = {"kind": kind, "rows": self.rows,
                        "positive_rate": _number(self.total / count) if count else None}
             return out
-        tokens = int(self.lengths @ np.arange(_MAX_LENGTH + 1))
+        tokens = self.tokens  # not from the histogram, whose last bucket holds longer lists
         distinct = int(self.distinct.Estimate())
         values = tokens if self.kind.multivalent else self.rows - self.missing
         over_by = 0 if distinct < _TOP_BUCKETS else values // (_TOP_BUCKETS + 1)
@@ -156,4 +159,4 @@ class ColumnStatsFn(beam.CombineFn):
         return merged
 
     def extract_output(self, accumulator):
-        return {name: accumulator[name].result(name, kind) for name, kind in self.columns}
+        return {name: accumulator[name].result(kind) for name, kind in self.columns}

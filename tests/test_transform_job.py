@@ -311,8 +311,23 @@ def test_top_values_of_a_long_tail_are_only_those_above_the_sketch_error():
     ids = [f"u{i}" for i in range(5000)] + ["bot"] * 2000  # 5,000 users once, one bot
     column.add(pa.array([[v.encode()] for v in ids], pa.large_list(pa.large_binary())))
 
-    result = column.result("user", cfg.KEY)
+    result = column.result(cfg.KEY)
 
     assert 0 < result["top_counts_over_by_at_most"] < 2000
     assert [t["value"] for t in result["top_values"]] == ["bot"]
     assert 2000 <= result["top_values"][0]["count"] <= 2000 + result["top_counts_over_by_at_most"]
+
+
+def test_token_count_includes_lists_longer_than_the_length_histogram():
+    import pyarrow as pa
+
+    from pipeline import column_stats
+    from transforms import config as cfg
+
+    column = column_stats._Column(cfg.KINDS[cfg.MULTIVALENT])
+    column.add(pa.array([[b"t"] * 100, [b"u"]], pa.large_list(pa.large_binary())))
+
+    result = column.result(cfg.MULTIVALENT)
+
+    assert result["tokens"] == 101 and result["mean_length"] == 50.5
+    assert result["length_counts"] == {"1": 1, "64+": 1}
