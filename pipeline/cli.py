@@ -68,25 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--max-steps", type=_count(0))
     train.add_argument("--batch-size", type=_count(1))
 
-    run = sub.add_parser("run", help="the whole loop: (synth) → transform → train → evaluate → gate → export")
-    _add_config(run)
-    run.add_argument("--input", help="raw input glob; without it, synthetic data is made")
-    run.add_argument("--eval-input", help="separate eval input glob")
-    run.add_argument("--work-dir", required=True)
-    run.add_argument("--run-id", help="rerun (resume) a given run id")
-    run.add_argument("--synth-rows", type=_count(1), default=200_000,
-                     help="synthetic rows when no --input is given")
-    run.add_argument("--ablations", action="store_true",
-                     help="also train wide-only and deep-only models for the report")
-    run.add_argument("--warm-start", default="auto",
-                     help="auto (the blessed model, else the newest trained), none, or PATH")
-    nightly = sub.add_parser("nightly", help="process the newest unprocessed day (for cron)")
-    _add_config(nightly)
-    nightly.add_argument("--input-template", required=True,
-                         help="input glob with {date}, e.g. 'gs://b/logs/day={date}/*.csv'")
-    nightly.add_argument("--work-dir", required=True)
-    nightly.add_argument("--date", help="process this day (YYYY-MM-DD) instead of the newest")
-    nightly.add_argument("--eval-input", help="separate eval input glob")
+    _add_loop_parsers(sub)
 
     score = sub.add_parser("score", help="batch scoring: top-K candidates per query")
     score.add_argument("--model", required=True, help="an exported model (serving/<version>)")
@@ -105,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", help="the runs of a work dir and what they blessed")
     history.add_argument("--work-dir", required=True)
 
+    schema = sub.add_parser("schema", help="infer a data schema from a run's statistics")
+    schema.add_argument("--work-dir", required=True)
+    schema.add_argument("--run-id", help="default: the newest blessed run, else the newest")
+    schema.add_argument("--out", help="write it here (e.g. next to the config, to check in); "
+                                      "default: print it")
+
     datasets = sub.add_parser("datasets", help="public datasets as widedeep input")
     datasets_sub = datasets.add_subparsers(dest="datasets_command", required=True)
     prepare = datasets_sub.add_parser("prepare", help="turn a dataset release into one CSV")
@@ -112,6 +100,31 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--src", required=True, help="the unpacked release")
     prepare.add_argument("--out", required=True)
     return parser
+
+
+def _add_loop_parsers(sub) -> None:
+    """`run` and `nightly`: the whole loop, once or per day."""
+    run = sub.add_parser("run", help="the whole loop: (synth) → transform → validate → train → "
+                                     "evaluate → gate → export")
+    run.add_argument("--input", help="raw input glob; without it, synthetic data is made")
+    run.add_argument("--run-id", help="rerun (resume) a given run id")
+    run.add_argument("--synth-rows", type=_count(1), default=200_000,
+                     help="synthetic rows when no --input is given")
+    run.add_argument("--ablations", action="store_true",
+                     help="also train wide-only and deep-only models for the report")
+    run.add_argument("--warm-start", default="auto",
+                     help="auto (the blessed model, else the newest trained), none, or PATH")
+    nightly = sub.add_parser("nightly", help="process the newest unprocessed day (for cron)")
+    nightly.add_argument("--input-template", required=True,
+                         help="input glob with {date}, e.g. 'gs://b/logs/day={date}/*.csv'")
+    nightly.add_argument("--date", help="process this day (YYYY-MM-DD) instead of the newest")
+    for parser in (run, nightly):
+        _add_config(parser)
+        parser.add_argument("--work-dir", required=True)
+        parser.add_argument("--eval-input", help="separate eval input glob")
+        parser.add_argument("--allow-anomalies", default="", metavar="NAME,...",
+                            help="accept these data anomalies (e.g. volume, drift:country) "
+                                 "as known changes")
 
 
 BEAM_COMMANDS = ("transform", "run", "nightly", "score")
@@ -189,17 +202,39 @@ def _run(config, args, beam_args) -> int:
     return orchestrate.run(config, work_dir=args.work_dir, input_pattern=args.input,
                            eval_input_pattern=args.eval_input, run_id=args.run_id,
                            synth_rows=args.synth_rows, warm_start=args.warm_start,
-                           ablations=args.ablations, pipeline_args=beam_args)
+                           ablations=args.ablations, pipeline_args=beam_args,
+                           allow_anomalies=_names(args.allow_anomalies))
 
 
 def _nightly(config, args, beam_args) -> int:
     from pipeline import orchestrate
     return orchestrate.nightly(config, work_dir=args.work_dir,
                                input_template=args.input_template, date=args.date,
-                               eval_input_pattern=args.eval_input, pipeline_args=beam_args)
+                               eval_input_pattern=args.eval_input, pipeline_args=beam_args,
+                               allow_anomalies=_names(args.allow_anomalies))
 
 
-COMMANDS = {"synth": _synth, "score": _score, "history": _history, "datasets": _datasets}
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _schema(args, beam_args) -> int:
+    import json
+
+    from pipeline import validation
+    schema, source = validation.schema_from_run(args.work_dir, args.run_id)
+    if args.out:
+        from transforms import paths
+        paths.write_json(args.out, schema)
+        LOG.info("schema: inferred from %s → %s; point [validation] schema at it", source,
+                 args.out)
+    else:
+        print(json.dumps(schema, indent=2))
+    return 0
+
+
+COMMANDS = {"synth": _synth, "score": _score, "history": _history, "datasets": _datasets,
+            "schema": _schema}
 CONFIG_COMMANDS = {"transform": _transform, "train": _train, "tune": _tune, "run": _run,
                    "nightly": _nightly}
 
@@ -217,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.datasets import DatasetError
     from pipeline.io import InputError
     from pipeline.tune import TuneError
+    from pipeline.validation import SchemaError
     from transforms.config import ConfigError, load_config
 
     try:
@@ -224,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             return COMMANDS[args.command](args, beam_args)
         if args.command in CONFIG_COMMANDS:
             return CONFIG_COMMANDS[args.command](load_config(args.config), args, beam_args)
-    except (ConfigError, InputError, DataJobError, DatasetError, TuneError) as e:
+    except (ConfigError, InputError, DataJobError, DatasetError, TuneError, SchemaError) as e:
         LOG.error("error: %s", e)
         return 2
     return 1

@@ -10,8 +10,9 @@ not grow with the rows. The price: in a column with over a thousand distinct val
 top-value counts are upper bounds, each over by at most ``top_counts_over_by_at_most``.
 Saved as ``<transform dir>/column_stats.json``.
 
-A numeric column's missing values are not counted: the reader fills them with the column's
-default before the statistics see them.
+A numeric column's missing values are filled with its default by the reader, before the
+statistics see them; the reader counts them instead, and :func:`add_numeric_missing` puts
+those counts in once the job has finished.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import config as cfg
+from transforms import paths
 
 STATS_FILE = "column_stats.json"
 TOP_VALUES = 20
@@ -45,6 +47,7 @@ class _Column:
 
     def __init__(self, kind: cfg.Kind):
         self.kind, self.rows, self.missing = kind, 0, 0
+        self.unseen = None  # values outside a reference vocabulary, when there is one
         if kind.value == "bytes":
             sketches = _sketches()
             self.top = sketches.MisraGriesSketch(_TOP_BUCKETS)
@@ -56,8 +59,9 @@ class _Column:
             self.total, self.zeros = 0.0, 0
             self.low, self.high = np.inf, -np.inf
 
-    def add(self, values: pa.Array) -> None:
-        """``values``: the record batch's column (a list per row)."""
+    def add(self, values: pa.Array, known: pa.Array | None = None) -> None:
+        """``values``: the record batch's column (a list per row); ``known``: the reference
+        vocabulary that unseen values are counted against."""
         self.rows += len(values)
         flat = values.flatten()
         if self.kind.value != "bytes":
@@ -79,10 +83,15 @@ class _Column:
         if len(flat):
             self.top.AddValues(flat)
             self.distinct.AddValues(flat)
+        if known is not None:
+            seen = pc.sum(pc.is_in(flat, value_set=known)).as_py() or 0
+            self.unseen = (self.unseen or 0) + len(flat) - seen
 
     def merge(self, other: "_Column") -> None:
         self.rows += other.rows
         self.missing += other.missing
+        if other.unseen is not None:
+            self.unseen = (self.unseen or 0) + other.unseen
         if self.kind.value == "bytes":
             self.top.Merge(other.top)
             self.distinct.Merge(other.distinct)
@@ -118,6 +127,8 @@ class _Column:
                if t["counts"] > over_by]
         out.update(distinct=distinct, top_values=top[:TOP_VALUES],
                    top_counts_over_by_at_most=over_by)
+        if self.unseen is not None:
+            out["unseen_share"] = _share(self.unseen, values)
         if self.kind.multivalent:
             nonzero = np.flatnonzero(self.lengths)
             out.update(tokens=tokens, mean_length=_number(tokens / self.rows) if self.rows
@@ -137,17 +148,29 @@ def _number(value) -> float | None:
 
 
 class ColumnStatsFn(beam.CombineFn):
-    """Record batches of valid raw rows → {column: statistics} (see the module docstring)."""
+    """Record batches of valid raw rows → {column: statistics} (see the module docstring).
 
-    def __init__(self, config: cfg.FeatureConfig):
+    ``known_values``: per column, the vocabulary of the model serving now; each such
+    column's ``unseen_share`` is the share of its values outside it."""
+
+    def __init__(self, config: cfg.FeatureConfig,
+                 known_values: dict[str, list[bytes]] | None = None):
         self.columns = [(c.name, c.kind) for c in config.raw_columns]
+        self.known_values = known_values or {}
+        self._known: dict[str, pa.Array] = {}
+
+    def setup(self):
+        self._known = {name: pa.array(values, pa.large_binary())
+                       for name, values in self.known_values.items()}
 
     def create_accumulator(self):
         return {name: _Column(cfg.KINDS[kind]) for name, kind in self.columns}
 
     def add_input(self, accumulator, batch: pa.RecordBatch):
+        if self.known_values and not self._known:
+            self.setup()
         for name, _ in self.columns:
-            accumulator[name].add(batch.column(name))
+            accumulator[name].add(batch.column(name), self._known.get(name))
         return accumulator
 
     def merge_accumulators(self, accumulators):
@@ -160,3 +183,30 @@ class ColumnStatsFn(beam.CombineFn):
 
     def extract_output(self, accumulator):
         return {name: accumulator[name].result(kind) for name, kind in self.columns}
+
+
+class ColumnStatistics(beam.PTransform):
+    """Record batches → ``<output_dir>/column_stats.json``, in the job reading them."""
+
+    def __init__(self, config: cfg.FeatureConfig, output_dir: str,
+                 known_values: dict[str, list[bytes]] | None = None):
+        super().__init__()
+        self.config, self.output_dir, self.known_values = config, output_dir, known_values
+
+    def expand(self, batches):
+        return (batches
+                | "Combine" >> beam.CombineGlobally(ColumnStatsFn(self.config, self.known_values))
+                | "Write" >> beam.Map(_write_json, paths.join(self.output_dir, STATS_FILE)))
+
+
+def _write_json(value, path: str) -> str:
+    return paths.write_json(path, value)
+
+
+def add_numeric_missing(stats_path: str, missing_by_column: dict[str, int]) -> None:
+    """Sets each numeric column's missing share from the reader's counts of filled fields."""
+    stats = paths.read_json(stats_path)
+    for name, column in stats.items():
+        if column["kind"] == cfg.NUMERIC and column["rows"]:
+            column["missing_share"] = _share(missing_by_column.get(name, 0), column["rows"])
+    paths.write_json(stats_path, stats)

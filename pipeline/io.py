@@ -31,6 +31,9 @@ from apache_beam.io.filesystems import FileSystems
 from transforms import config as cfg
 
 DEAD_LETTER = "dead_letter"
+# Counters of numeric fields read as missing, by column: the reader fills them with the
+# column's default, so the column statistics cannot see them (see pipeline.column_stats).
+MISSING_NUMERIC_NAMESPACE = "widedeep_missing_numeric"
 ROWS_PER_BATCH = 16384
 # Room for a raw row in a dead letter; a longer row keeps its head and says how long it was.
 DEAD_LETTER_RAW_CHARS = 4096
@@ -93,13 +96,14 @@ class RowValidator:
         self.max_chars = config.input.max_field_chars
         self.positive = set(config.label.positive)
         self.negative = set(config.label.negative)
+        self.missing_numeric: dict[str, int] = {}  # of the rows accepted, by column
 
     def __call__(self, fields: Sequence[Any]) -> tuple[list | None, str, str]:
         """Returns (values, "", "") or (None, reason, detail)."""
         if len(fields) != len(self.columns):
             return None, "wrong_field_count", (f"expected {len(self.columns)} fields, "
                                                f"got {len(fields)}")
-        values = []
+        values, filled = [], []
         for column, field in zip(self.columns, fields):
             kind = column.kind
             if kind == cfg.IGNORE:
@@ -113,6 +117,7 @@ class RowValidator:
             if kind == cfg.NUMERIC:
                 if field is None or field == "" or field in self.missing:
                     values.append(column.default)
+                    filled.append(column.name)
                     continue
                 if isinstance(field, str) and not PLAIN_NUMBER.fullmatch(field):
                     # float() also takes "1_000", Arabic-Indic or full-width digits: not what
@@ -152,6 +157,8 @@ class RowValidator:
             else:
                 text = "" if field is None else str(field)
                 values.append("" if text in self.missing else text)
+        for name in filled:
+            self.missing_numeric[name] = self.missing_numeric.get(name, 0) + 1
         return values, "", ""
 
 
@@ -323,12 +330,13 @@ def _csv_rows_of_chunk(file_columns: list[str], chunk, config: cfg.FeatureConfig
 
 
 def _csv_fast_batch(file_columns: list[str], chunk, config: cfg.FeatureConfig,
-                    schema: pa.Schema) -> pa.RecordBatch | None:
+                    schema: pa.Schema, missing_numeric: dict[str, int]) -> pa.RecordBatch | None:
     """The fast path: a whole chunk parsed and validated column-wise by Arrow.
 
     Returns None when anything in the chunk is off; the caller then takes the row-by-row
     path, which finds and explains the bad rows. Clean chunks (nearly all) never touch
-    Python per row.
+    Python per row. Numeric fields read as missing are added to `missing_numeric` once the
+    chunk is accepted.
     """
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
@@ -350,7 +358,7 @@ def _csv_fast_batch(file_columns: list[str], chunk, config: cfg.FeatureConfig,
         return None
     missing = pa.array(list(spec.missing_values) + [""], pa.string())
     scalar_offsets = pa.array(np.arange(n + 1, dtype=np.int64))
-    arrays = []
+    arrays, filled = [], {}
     for column, field in zip(config.raw_columns, schema):
         values = table.column(column.name).combine_chunks()
         if n and pc.max(pc.utf8_length(values)).as_py() > spec.max_field_chars:
@@ -359,8 +367,10 @@ def _csv_fast_batch(file_columns: list[str], chunk, config: cfg.FeatureConfig,
             values = pc.utf8_trim_whitespace(values)
         offsets = scalar_offsets
         if column.kind == cfg.NUMERIC:
+            is_missing = pc.is_in(values, missing)
+            filled[column.name] = pc.sum(is_missing).as_py() or 0
             try:
-                numbers = pc.cast(pc.if_else(pc.is_in(values, missing), None, values), pa.float64())
+                numbers = pc.cast(pc.if_else(is_missing, None, values), pa.float64())
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 return None
             numbers = numbers.fill_null(column.default)
@@ -386,6 +396,8 @@ def _csv_fast_batch(file_columns: list[str], chunk, config: cfg.FeatureConfig,
         else:
             values = pc.cast(pc.if_else(pc.is_in(values, missing), "", values), pa.large_binary())
         arrays.append(pa.LargeListArray.from_arrays(offsets, values))
+    for name, count in filled.items():
+        missing_numeric[name] = missing_numeric.get(name, 0) + count
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
@@ -519,9 +531,11 @@ _ROW_READERS = {"parquet": _parquet_rows, "tfrecord": _tfrecord_rows}
 class _ReadAndValidateFile(beam.DoFn):
     """Reads one file: record batches of good rows, dead letters for the rest."""
 
-    def __init__(self, config: cfg.FeatureConfig, optional_columns: Sequence[str] = ()):
+    def __init__(self, config: cfg.FeatureConfig, optional_columns: Sequence[str] = (),
+                 count_missing: bool = False):
         self.config = config
         self.optional = tuple(optional_columns)
+        self.count_missing = count_missing
         self.rows_read = beam.metrics.Metrics.counter("widedeep", "rows_read")
         self.rows_dead = beam.metrics.Metrics.counter("widedeep", "rows_dead_lettered")
 
@@ -540,11 +554,16 @@ class _ReadAndValidateFile(beam.DoFn):
                 yield item
         self.rows_read.inc(read + dead)
         self.rows_dead.inc(dead)
+        if self.count_missing:
+            for name, count in self.validate.missing_numeric.items():
+                beam.metrics.Metrics.counter(MISSING_NUMERIC_NAMESPACE, name).inc(count)
+        self.validate.missing_numeric.clear()
 
     def _batches_and_bad_rows(self, path: str):
         if self.config.input.format == "csv":
             for file_columns, chunk in _csv_chunks(path, self.config, self.optional):
-                batch = _csv_fast_batch(file_columns, chunk, self.config, self.schema)
+                batch = _csv_fast_batch(file_columns, chunk, self.config, self.schema,
+                                        self.validate.missing_numeric)
                 if batch is not None:
                     yield batch
                 else:
@@ -575,21 +594,23 @@ class ReadImpressions(beam.PTransform):
     """Files of a glob → (record batches of valid rows, dead letters).
 
     ``optional_columns`` may be absent from a file (read as missing values).
+    ``count_missing``: count numeric fields read as missing (MISSING_NUMERIC_NAMESPACE).
     """
 
     def __init__(self, config: cfg.FeatureConfig, paths: Sequence[str],
-                 optional_columns: Sequence[str] = ()):
+                 optional_columns: Sequence[str] = (), count_missing: bool = False):
         super().__init__()
         self.config = config
         self.paths = list(paths)
         self.optional_columns = tuple(optional_columns)
+        self.count_missing = count_missing
 
     def expand(self, pipeline):
         results = (pipeline
                    | "ListFiles" >> beam.Create(self.paths)
                    | "SpreadFiles" >> beam.Reshuffle()
                    | "ReadAndValidate" >> beam.ParDo(_ReadAndValidateFile(
-                       self.config, self.optional_columns))
+                       self.config, self.optional_columns, self.count_missing))
                    .with_outputs(DEAD_LETTER, main="rows"))
         return results.rows, results[DEAD_LETTER]
 

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 from pipeline import gate
 from pipeline import report
 from pipeline import serving
+from pipeline import validation
 from pipeline.lock import LockedError, work_dir_lock
 from pipeline.run_dir import RunDir, WorkDir
 from transforms import config as cfg
@@ -26,6 +27,7 @@ from transforms import paths
 
 LOG = logging.getLogger("widedeep")
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the work dir; cron can simply try later
+EXIT_ANOMALIES = 65  # EX_DATAERR: the night's data failed its checks; serving untouched
 
 
 class StageError(RuntimeError):
@@ -117,6 +119,12 @@ class Manifest:
         started = time.time()
         try:
             result = fn() or {}
+        except validation.DataAnomalies as e:
+            record.update(ended=_now(), outcome="anomalies", error=str(e),
+                          anomalies=[a.key for a in e.anomalies],
+                          seconds=round(time.time() - started, 2))
+            self.save_failure()
+            raise
         except Exception as e:
             record.update(ended=_now(), outcome="failed", error=f"{type(e).__name__}: {e}",
                           seconds=round(time.time() - started, 2))
@@ -185,17 +193,27 @@ def resolve_warm_start(work_dir: str, current_run: str, setting: str = "auto") -
 def run(config: cfg.FeatureConfig, *, work_dir: str, input_pattern: str | None = None,
         eval_input_pattern: str | None = None, run_id: str | None = None,
         synth_rows: int = 200_000, warm_start: str = "auto", ablations: bool = False,
-        pipeline_args: Sequence[str] = (), window=None) -> int:
+        pipeline_args: Sequence[str] = (), window=None,
+        allow_anomalies: Sequence[str] = ()) -> int:
     """The whole loop; returns the process exit code. Every run, failed or not, ends
     with its report (runs/<run_id>/report.html). ``window`` (a
-    :class:`pipeline.transform_job.Window`) lets the analyzers see earlier days too."""
+    :class:`pipeline.transform_job.Window`) lets the analyzers see earlier days too;
+    ``allow_anomalies`` accepts known changes in the data (see :mod:`pipeline.validation`)."""
     run_id = run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run_dir = WorkDir(work_dir).run(run_id).root
     try:
         with work_dir_lock(work_dir):
             try:
                 return _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern,
-                                   synth_rows, warm_start, ablations, pipeline_args, window)
+                                   synth_rows, warm_start, ablations, pipeline_args, window,
+                                   tuple(allow_anomalies))
+            except validation.DataAnomalies as e:
+                LOG.error("run %s stopped before training: %s", run_id, e)
+                for anomaly in e.anomalies:
+                    LOG.error("  %s: %s", anomaly.key, anomaly.reason)
+                LOG.error("serving unchanged. If this is a known change, accept it with "
+                          "--allow-anomalies %s", ",".join(a.key for a in e.anomalies))
+                return EXIT_ANOMALIES
             except StageError as e:
                 LOG.error("run %s failed: %s", run_id, e)
                 return 1
@@ -275,6 +293,7 @@ class RunContext:
     ablations: bool
     pipeline_args: Sequence[str]
     window: Any = None  # pipeline.transform_job.Window (its module loads Beam)
+    allow_anomalies: tuple[str, ...] = ()
     results: dict[str, dict] = dataclasses.field(default_factory=dict)  # by stage name
 
 
@@ -290,10 +309,41 @@ def _synth(ctx: RunContext) -> dict:
 
 def _transform(ctx: RunContext) -> dict:
     from pipeline import transform_job
+    blessed = validation.blessed_runs(ctx.work, ctx.run.run_id)
+    known = (validation.vocabularies(ctx.config, blessed[0].transform) if blessed else None)
     return transform_job.run_transform(ctx.config, ctx.inputs["input"], ctx.run.transform,
                                        eval_input_pattern=ctx.inputs["eval_input"],
                                        pipeline_args=ctx.pipeline_args, window=ctx.window,
-                                       log=LOG.info)
+                                       known_values=known, log=LOG.info)
+
+
+def _validate(ctx: RunContext) -> dict:
+    """The night's data against the schema, the last blessed run and the recent volume."""
+    blessed = validation.blessed_runs(ctx.work, ctx.run.run_id)
+    schema_file = validation.schema_path(ctx.config, ctx.work)
+    if ctx.config.validation.schema and not paths.exists(schema_file):
+        raise FileNotFoundError(f"validation.schema in {ctx.config.source}: no file "
+                                f"{schema_file} (write one with `widedeep schema`)")
+    schema = paths.read_json(schema_file) if paths.exists(schema_file) else None
+    record = validation.validate(
+        ctx.config, paths.read_json(ctx.run.path(RunDir.COLUMN_STATS)), schema=schema,
+        previous=validation.read_stats(blessed[0]) if blessed else None,
+        recent_rows=validation.recent_row_counts(ctx.work, ctx.run.run_id,
+                                                 ctx.config.validation.volume_history),
+        allowed=ctx.allow_anomalies)
+    record.update(schema_file=schema_file if schema else None,
+                  blessed_run=blessed[0].run_id if blessed else None)
+    path = paths.write_json(ctx.run.path(RunDir.VALIDATION), record)
+    for anomaly in record["anomalies"]:
+        (LOG.warning if anomaly["allowed"] else LOG.error)(
+            "validate: %s%s: %s", anomaly["anomaly"],
+            " (allowed)" if anomaly["allowed"] else "", anomaly["reason"])
+    stopping = validation.stopping(record)
+    if stopping:
+        raise validation.DataAnomalies(stopping, path)
+    LOG.info("validate: %s", validation.summary(record))
+    return {"file": path, "anomalies": [a["anomaly"] for a in record["anomalies"]],
+            "blessed_run": record["blessed_run"]}
 
 
 def _train(ctx: RunContext) -> dict:
@@ -308,6 +358,9 @@ def _export(ctx: RunContext) -> dict:
     from trainer import export
     export.export_model(ctx.config, ctx.run.model, ctx.run.transform, ctx.run.export,
                         metadata={"run_id": ctx.run.run_id}, work_dir=ctx.work.root)
+    # What `widedeep score` measures its candidates' skew against.
+    paths.copy(ctx.run.path(RunDir.COLUMN_STATS), paths.join(
+        ctx.run.export, export.EXTRA_DIR, paths.basename(RunDir.COLUMN_STATS)))
     LOG.info("export: candidate SavedModel → %s", ctx.run.export)
     return {"export_dir": ctx.run.export}
 
@@ -372,7 +425,21 @@ def _publish(ctx: RunContext) -> dict:
     path = paths.join(ctx.work.serving, str(version))
     LOG.info("dry run: passed (%s)", reason)
     LOG.info("publish: serving version %d → %s", version, path)
+    _capture_schema(ctx)
     return {"version": version, "path": path, "dry_run": reason}
+
+
+def _capture_schema(ctx: RunContext) -> None:
+    """The first blessed run's data becomes the schema later nights are checked against
+    (unless the config names a schema of its own)."""
+    schema_file = validation.schema_path(ctx.config, ctx.work)
+    if ctx.config.validation.schema or paths.exists(schema_file):
+        return
+    schema = validation.infer_schema(paths.read_json(ctx.run.path(RunDir.COLUMN_STATS)),
+                                     source=f"run {ctx.run.run_id}")
+    paths.write_json(schema_file, schema)
+    LOG.info("schema: captured from this run → %s (edit it to tighten or loosen a rule)",
+             schema_file)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,6 +454,7 @@ class Stage:
 STAGES = (
     Stage("synth", _synth, lambda ctx: ctx.work.raw, lambda ctx: ctx.inputs["synthetic"]),
     Stage("transform", _transform, lambda ctx: ctx.run.path(RunDir.TRANSFORM_STATS)),
+    Stage("validate", _validate, lambda ctx: ctx.run.path(RunDir.VALIDATION)),
     Stage("train", _train, lambda ctx: ctx.run.path(RunDir.MODEL_DONE)),
     Stage("export", _export,
           lambda ctx: paths.join(ctx.run.export, serving.SAVED_MODEL_FILE)),
@@ -399,7 +467,7 @@ STAGES = (
 
 
 def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, synth_rows,
-                warm_start, ablations, pipeline_args, window) -> int:
+                warm_start, ablations, pipeline_args, window, allow_anomalies) -> int:
     work = WorkDir(work_dir)
     run_dir = RunDir(run_dir)
     paths.makedirs(run_dir.root)
@@ -416,19 +484,28 @@ def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, sy
     manifest.reserve()
     LOG.info("run %s: work dir %s", run_dir.run_id, work_dir)
     ctx = RunContext(config, work, run_dir, {**inputs, "synthetic": input_pattern is None},
-                     synth_rows, warm_start, ablations, pipeline_args, window)
-    for stage in STAGES:
-        if stage.runs_if(ctx):
-            ctx.results[stage.name] = manifest.run_stage(stage.name, lambda: stage.fn(ctx),
-                                                         output=stage.output(ctx))
-        if stage.name == "gate":
-            manifest.data["gate"] = ctx.results["gate"]
+                     synth_rows, warm_start, ablations, pipeline_args, window, allow_anomalies)
+    try:
+        for stage in STAGES:
+            if stage.runs_if(ctx):
+                ctx.results[stage.name] = manifest.run_stage(stage.name, lambda: stage.fn(ctx),
+                                                             output=stage.output(ctx))
+            if stage.name == "gate":
+                manifest.data["gate"] = ctx.results["gate"]
+    except validation.DataAnomalies as e:
+        # Decided, not crashed: cron does not retry the day; a person accepts the change
+        # (--allow-anomalies) or fixes the export, then reruns it with --date.
+        manifest.data.update(blessed=False, anomalies=[a.key for a in e.anomalies],
+                             finished=_now())
+        manifest.save()
+        raise
     _record_outcome(ctx, manifest)
     return 0
 
 
 def _record_outcome(ctx: RunContext, manifest: Manifest) -> None:
     decision, published = ctx.results["gate"], ctx.results.get("publish")
+    manifest.data.pop("anomalies", None)  # an earlier attempt's, since allowed
     if published is not None:
         manifest.data["blessed"] = bool(published["version"])
         manifest.data["serving_version"] = published["version"] or None
@@ -485,15 +562,18 @@ def history(work_dir: str) -> list[dict]:
         train = stages.get("train", {}).get("result") or {}
         evaluation = stages.get("evaluate", {}).get("result") or {}
         failed = [name for name, stage in stages.items() if stage.get("outcome") == "failed"]
+        stopped = [stage.get("error", "") for stage in stages.values()
+                   if stage.get("outcome") == "anomalies"]
         rows.append({
             "run_id": record.get("run_id"),
             "outcome": (f"failed at {failed[0]}" if failed else
+                        "data anomalies" if stopped else
                         f"blessed v{record['serving_version']}" if record.get("blessed") else
                         "rejected" if "gate" in record else "incomplete"),
             "auc": (evaluation.get("candidate") or {}).get("auc"),
             "baseline_auc": (evaluation.get("baseline") or {}).get("auc"),
             "warm_start_from": train.get("warm_start_from"),
-            "reason": (record.get("gate") or {}).get("reason", ""),
+            "reason": stopped[0] if stopped else (record.get("gate") or {}).get("reason", ""),
         })
     return rows
 
@@ -524,7 +604,7 @@ def processed_days(work_dir: str) -> set[str]:
 
 def nightly(config: cfg.FeatureConfig, *, work_dir: str, input_template: str,
             date: str | None = None, eval_input_pattern: str | None = None,
-            pipeline_args: Sequence[str] = ()) -> int:
+            pipeline_args: Sequence[str] = (), allow_anomalies: Sequence[str] = ()) -> int:
     """Processes one day: the given `date`, else the newest day not processed yet.
 
     The run id is ``day-<date>``, so a night that failed is resumed by the next cron call
@@ -545,7 +625,7 @@ def nightly(config: cfg.FeatureConfig, *, work_dir: str, input_template: str,
     LOG.info("nightly: processing day %s from %s", date, input_pattern)
     return run(config, work_dir=work_dir, input_pattern=input_pattern,
                eval_input_pattern=eval_input_pattern, run_id=nightly_run_id(date),
-               pipeline_args=pipeline_args,
+               pipeline_args=pipeline_args, allow_anomalies=allow_anomalies,
                window=analysis_window(config, work_dir, input_template, date))
 
 

@@ -39,6 +39,7 @@ HISTORY = _RunFile(RunDir.MODEL_HISTORY, "train")
 METRICS = _RunFile(RunDir.METRICS, "evaluate")
 GATE = _RunFile(RunDir.GATE, "gate")
 PROGRESS = _RunFile(RunDir.MODEL_PROGRESS, "train")
+VALIDATION = _RunFile(RunDir.VALIDATION, "validate")
 
 
 @dataclasses.dataclass
@@ -54,6 +55,7 @@ class _Run:
     metrics: dict | None
     gate: dict | None
     unreadable: list[str]
+    validation: dict | None = None
 
     @property
     def stages(self) -> dict[str, dict]:
@@ -124,7 +126,8 @@ def _load_run(run_dir: str) -> _Run:
                 summary=stage_results.get("train") or read(SUMMARY), history=read(HISTORY),
                 train_scalars=_read_scalars(run_dir, unreadable),
                 metrics=read(METRICS), gate=manifest.get("gate") or read(GATE),
-                unreadable=unreadable)
+                unreadable=unreadable,
+                validation=read(VALIDATION) if "validate" in stage_results else None)
 
 
 def _read_scalars(run_dir: str, unreadable: list[str]) -> dict[str, dict[int, float]]:
@@ -144,8 +147,9 @@ def _read_scalars(run_dir: str, unreadable: list[str]) -> dict[str, dict[int, fl
 
 
 def _failed_stage(run: _Run) -> tuple[str, dict] | None:
-    return next(((name, r) for name, r in run.stages.items() if r.get("outcome") == "failed"),
-                None)
+    """The stage that stopped the run: it failed, or found anomalies in the data."""
+    return next(((name, r) for name, r in run.stages.items()
+                 if r.get("outcome") in ("failed", "anomalies")), None)
 
 
 def _why_missing(run: _Run, run_file: _RunFile) -> str:
@@ -307,6 +311,10 @@ def _outcome(run: _Run) -> tuple[str, str]:
     """(css class, headline): the one line a reader looks for first."""
     failed = _failed_stage(run)
     serving = _serving_now(run)
+    if failed and failed[1]["outcome"] == "anomalies":
+        return "failed", (f"Stopped before training by data anomalies "
+                          f"({', '.join(failed[1].get('anomalies', []))}); {serving}. "
+                          f"See Data checks below.")
     if failed:
         name, record = failed
         blessed = " after the gate blessed the candidate" if (run.gate or {}).get("blessed") else ""
@@ -400,6 +408,58 @@ def _data_section(run: _Run) -> str:
         parts.append("<h3>Vocabulary sizes</h3>" + _table(
             ["vocabulary", "tokens"], [[k, _count(v)] for k, v in vocabularies.items()], "lr"))
     return _section("Data", "".join(parts))
+
+
+def _validation_section(run: _Run) -> str:
+    """The night's data against the schema and the last blessed run (pipeline.validation)."""
+    v = run.validation
+    if v is None:
+        return _section("Data checks", _missing(_why_missing(run, VALIDATION)))
+    parts = [_facts([
+        ("compared with", f"blessed run {v['blessed_run']}" if v.get("blessed_run")
+         else "no blessed run yet: drift and unseen values not measured"),
+        ("schema", v.get("schema_file") or "none yet (captured from the first blessed run)"),
+        ("volume", f"{_count(v['volume']['rows'])} rows, {_num(v['volume']['ratio'], 2)}× the "
+                   f"median of the last {v['volume']['runs']} run(s)" if v.get("volume")
+         else "no earlier runs to compare with"),
+    ])]
+    if v["anomalies"]:
+        parts.append("<h3>Anomalies</h3>" + _table(
+            ["anomaly", "value", "threshold", "reason", "outcome"],
+            [[a["anomaly"], _num(a["value"]), _num(a["threshold"]), a["reason"],
+              "allowed" if a["allowed"] else "stopped the run"] for a in v["anomalies"]],
+            "lrrll"))
+    else:
+        parts.append("<p>No anomalies.</p>")
+    if v.get("drift"):
+        parts.append("<h3>Drift against the blessed run</h3>" + _drift_plot(v["drift"]))
+    unseen = v.get("unseen") or {}
+    if unseen:
+        parts.append("<h3>Values outside the blessed model's vocabulary</h3>" + _table(
+            ["column", "today", "on the blessed run"],
+            [[k, _percent(u["today"]), _percent(u["blessed_run"])] for k, u in unseen.items()],
+            "lrr"))
+    return _section("Data checks", "".join(parts))
+
+
+def _drift_plot(drift: Mapping[str, Mapping]) -> str:
+    """One bar per column (its drift), a tick at its threshold; red past it."""
+    names = list(drift)
+    values = [drift[n]["value"] or 0.0 for n in names]
+    thresholds = [drift[n]["threshold"] for n in names]
+    fig = _figure(6.5, 0.8 + 0.28 * len(names))
+    ax = fig.add_subplot()
+    ax.barh(range(len(names)), values, color=["#c0392b" if v > t else "#4a78a8"
+                                             for v, t in zip(values, thresholds)])
+    ax.scatter(thresholds, range(len(names)), marker="|", s=200, color="black",
+               label="threshold")
+    ax.set_yticks(range(len(names)), [f"{n} ({drift[n]['measure']})" for n in names],
+                  fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.02)
+    ax.set_xlabel("drift (L-infinity for categorical, Jensen-Shannon for numeric)")
+    ax.legend(loc="lower right", fontsize=8)
+    return _img(fig, "drift per column against its threshold")
 
 
 def _dead_letters(stats: dict) -> str:
@@ -588,5 +648,6 @@ gap: .2em 1em; } dt { font-weight: 600; } dd { margin: 0; } img { max-width: 100
 def _page(run: _Run, ablations: dict[str, dict]) -> str:
     title = run.manifest.get("run_id") or paths.basename(run.run_dir)
     body = "".join([_header(run), _not_in_report(run), _stages_section(run), _data_section(run),
-                    _training_section(run), _evaluation_section(run, ablations)])
+                    _validation_section(run), _training_section(run),
+                    _evaluation_section(run, ablations)])
     return _html(f"widedeep run {title}", body)

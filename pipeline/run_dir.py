@@ -5,11 +5,13 @@ history read it::
       raw/day=*/*.csv        the built-in synthetic log (`widedeep run` without --input)
       serving/<version>/     published models (pipeline/serving.py)
       analysis_cache/<key>/  per-day vocabulary counts and quantile sketches ([analysis])
+      schema.json            the data schema, captured from the first blessed run
       runs/<run_id>/         one run (RunDir):
         manifest.json        every stage's start, end, outcome and result; written last
         .reserve             disk kept free for the manifest's last word
         transform/           the transform output (stats.json written last)
         transform.partial/   a transform that failed its checks (stats.json says why)
+        validation.json      the data checks: drift, unseen values, volume, anomalies
         model/               the training run (trainer.model.ModelDir)
         export/              the candidate SavedModel
         eval/                metrics.json, candidate_probabilities.npy, ablations.json,
@@ -35,6 +37,8 @@ class RunDir:
     MANIFEST: ClassVar[str] = "manifest.json"
     RESERVE: ClassVar[str] = ".reserve"
     TRANSFORM_STATS: ClassVar[str] = "transform/stats.json"
+    COLUMN_STATS: ClassVar[str] = "transform/column_stats.json"
+    VALIDATION: ClassVar[str] = "validation.json"
     FAILED_TRANSFORM_STATS: ClassVar[str] = "transform.partial/stats.json"
     MODEL_DONE: ClassVar[str] = "model/DONE"
     MODEL_SUMMARY: ClassVar[str] = "model/summary.json"

@@ -9,7 +9,9 @@ the exported serving SavedModel through Beam's ``RunInference``, and reduced per
     <out>/top_k-SSSSS-of-NNNNN.jsonl  {"query": {...}, "candidates": [{"item", "score"}, ...]}
                                       candidates sorted by score, best first
     <out>/dead_letter-*.jsonl         rows that did not parse: file, line, reason, raw row
-    <out>/summary.json                rows scored, queries, dead letters, seconds
+    <out>/column_stats.json           the candidates' column statistics
+    <out>/skew.json                   their drift from the model's training data, per column
+    <out>/summary.json                rows scored, queries, dead letters, skew, seconds
 
 The export is all it needs: the feature config is its copy in ``assets.extra/config.toml``.
 Rows to score need no label; a label column, when a file has one, is not read (nor checked).
@@ -37,7 +39,9 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
                                                   StandardOptions)
 
 from pipeline import beam_job
+from pipeline import column_stats
 from pipeline import io as wd_io
+from pipeline import validation
 from transforms import config as cfg
 from transforms import paths
 
@@ -58,6 +62,7 @@ def _fix_beam_memory_probe() -> None:
 
 _fix_beam_memory_probe()
 SUMMARY_FILE = "summary.json"
+SKEW_FILE = "skew.json"
 TOP_K_PREFIX = "top_k"
 METRICS_NAMESPACE = beam_job.METRICS_NAMESPACE
 # Rows per serving_default call: enough that the per-call overhead vanishes and the hidden
@@ -256,7 +261,8 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, export_di
     """
     read_config = scoring_config(config)
     rows, dead = pipeline | "ReadCandidates" >> wd_io.ReadImpressions(
-        read_config, input_paths, optional_columns=(config.label.column,))
+        read_config, input_paths, optional_columns=(config.label.column,), count_missing=True)
+    _ = rows | "ColumnStats" >> column_stats.ColumnStatistics(read_config, output_dir)
     handler = ServingSignatureHandler(
         export_dir, [c.name for c in config.feature_columns], rows_per_call)
     _ = (rows
@@ -288,6 +294,30 @@ def scoring_options(pipeline_args: Sequence[str]) -> PipelineOptions:
         if "--direct_num_workers" not in given:
             direct.direct_num_workers = os.cpu_count() or 1
     return options
+
+
+def training_skew(config: cfg.FeatureConfig, export_dir: str, out_dir: str,
+                  missing_numeric: dict[str, int], log: Callable[[str], None]) -> dict | None:
+    """The candidates' columns against the model's training data, by the measures (and
+    thresholds) of the nightly drift check; written to ``<out>/skew.json``. Warns, never
+    stops: the model serves these rows either way, and a person should know."""
+    stats_path = paths.join(out_dir, column_stats.STATS_FILE)
+    column_stats.add_numeric_missing(stats_path, missing_numeric)
+    from trainer.export import EXTRA_DIR  # TensorFlow, loaded by the job already
+
+    training_path = paths.join(export_dir, EXTRA_DIR, column_stats.STATS_FILE)
+    if not paths.exists(training_path):
+        log(f"score: no training statistics in {export_dir} (an older export); skew not "
+            "measured")
+        return None
+    table = validation.drift(config, paths.read_json(stats_path), paths.read_json(training_path))
+    paths.write_json(paths.join(out_dir, SKEW_FILE), table)
+    over = {name: entry for name, entry in table.items()
+            if entry["value"] is not None and entry["value"] > entry["threshold"]}
+    for name, entry in over.items():
+        log(f"score: WARNING skew: column '{name}' {entry['measure']} {entry['value']:.3f} "
+            f"against the model's training data (threshold {entry['threshold']:g})")
+    return {"file": SKEW_FILE, "columns": len(table), "over_threshold": sorted(over)}
 
 
 def run_score(export_dir: str, input_pattern: str, out_dir: str, *, top_k: int | None = None,
@@ -338,6 +368,8 @@ def run_score(export_dir: str, input_pattern: str, out_dir: str, *, top_k: int |
         "seconds": round(elapsed, 2),
         "candidates_per_second": round(rows_scored / elapsed, 1) if elapsed else None,
         "config_digest": config.digest,
+        "skew": training_skew(config, export_dir, partial_dir,
+                              counts.get(wd_io.MISSING_NUMERIC_NAMESPACE, {}), log),
     }
     paths.write_json(paths.join(partial_dir, SUMMARY_FILE), summary)
     if job.rows_read == 0:

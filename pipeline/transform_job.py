@@ -84,10 +84,6 @@ def _count_rows(name: str, label_column: str = ""):
     return count
 
 
-def _write_json(value, path: str) -> str:
-    return paths.write_json(path, value)
-
-
 def _masked_crc32c(data: bytes) -> int:
     import google_crc32c  # ships with apache-beam[gcp]; C implementation
 
@@ -268,7 +264,8 @@ def _train_parts(pipeline, config: cfg.FeatureConfig, name: str, input_paths: Se
     """(fit, validation or None, eval, dead letters) of one input: read, split, held out.
     ``counter`` counts the valid rows read, which the splits must account for."""
     def read(label: str, input_paths: Sequence[str]):
-        rows, dead = pipeline | label >> wd_io.ReadImpressions(config, input_paths)
+        rows, dead = pipeline | label >> wd_io.ReadImpressions(config, input_paths,
+                                                               count_missing=bool(counter))
         return (rows | f"Count{label}" >> beam.Map(_count_rows(counter)) if counter
                 else rows), dead
 
@@ -292,8 +289,10 @@ def _flatten(pcolls: list, name: str):
 
 def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_paths: Sequence[str],
                    output_dir: str, eval_paths: Sequence[str] = (),
-                   window: Window | None = None) -> None:
-    """Adds the whole job to `pipeline`, writing into `output_dir`."""
+                   window: Window | None = None,
+                   known_values: dict[str, list[bytes]] | None = None) -> None:
+    """Adds the whole job to `pipeline`, writing into `output_dir`; ``known_values`` (the
+    serving model's vocabularies) is what the column statistics count unseen values by."""
     import tensorflow_transform.beam as tft_beam
 
     train_rows, validation_rows, eval_rows, dead = _train_parts(
@@ -302,9 +301,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_pat
     # Every valid row of the job's own input (the window's earlier days are not in them).
     _ = (_flatten([p for p in (train_rows, validation_rows, eval_rows) if p is not None],
                   "AllRows")
-         | "ColumnStats" >> beam.CombineGlobally(column_stats.ColumnStatsFn(config))
-         | "WriteColumnStats" >> beam.Map(_write_json,
-                                          paths.join(output_dir, column_stats.STATS_FILE)))
+         | "ColumnStats" >> column_stats.ColumnStatistics(config, output_dir, known_values))
     adapter = tensor_adapter_config(config)
     preprocessing_fn = features.make_preprocessing_fn(config)
     if window is None:
@@ -431,6 +428,7 @@ def _check_output(stats: dict, job, config: cfg.FeatureConfig, partial_dir: str,
 def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str, *,
                   eval_input_pattern: str | None = None, pipeline_args: Sequence[str] = (),
                   window: Window | None = None,
+                  known_values: dict[str, list[bytes]] | None = None,
                   log: Callable[[str], None] = LOG.info) -> dict | None:
     """Runs the job; returns stats (also written to ``<output_dir>/stats.json``), or None
     when ``--template_location`` only built a Dataflow template. With a ``window`` the
@@ -459,7 +457,8 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
         tft_temp = temp_location or local_tmp
         pipeline = beam.Pipeline(options=options)
         with tft_beam.Context(temp_dir=tft_temp):
-            build_pipeline(pipeline, config, input_paths, partial_dir, eval_paths, window)
+            build_pipeline(pipeline, config, input_paths, partial_dir, eval_paths, window,
+                           known_values)
         counts = beam_job.run(pipeline)
     elapsed = time.time() - started
     if counts is None:
@@ -492,6 +491,8 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
         **({"window": window_stats} if window_stats else {}),
     }
     # Written even when the checks below fail, for the report; but then never promoted.
+    column_stats.add_numeric_missing(paths.join(partial_dir, column_stats.STATS_FILE),
+                                     counts.get(wd_io.MISSING_NUMERIC_NAMESPACE, {}))
     paths.write_json(paths.join(partial_dir, STATS_FILE), stats)
     _check_output(stats, job, config, partial_dir, window,
                   multi_processing="multi_processing" in " ".join(pipeline_args))

@@ -4,9 +4,12 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pytest
 
 from configs import shipped_config
@@ -100,8 +103,8 @@ def test_every_night_succeeds_and_the_cron_line_works(three_nights):
 def test_first_night_blesses_version_1_and_records_every_stage(three_nights):
     _, work_dir, _, _ = three_nights
     record = manifest(work_dir, f"day-{DAYS[0]}")
-    assert list(record["stages"]) == ["transform", "train", "export", "evaluate", "gate",
-                                      "publish"]
+    assert list(record["stages"]) == ["transform", "validate", "train", "export", "evaluate",
+                                      "gate", "publish"]
     assert all(stage["outcome"] == "done" for stage in record["stages"].values())
     assert record["blessed"] is True and record["serving_version"] == 1
     assert record["gate"]["reason"].startswith("first model")
@@ -112,6 +115,19 @@ def test_first_night_blesses_version_1_and_records_every_stage(three_nights):
     with open(os.path.join(work_dir, "serving", "1", "assets.extra", "widedeep.json")) as f:
         metadata = json.load(f)  # found again in a copied or moved work dir
     assert metadata["model_dir_in_work_dir"] == f"runs/day-{DAYS[0]}/model"
+    # Its data became the schema later nights are checked against.
+    with open(os.path.join(work_dir, "schema.json")) as f:
+        assert json.load(f)["inferred_from"] == f"run day-{DAYS[0]}"
+
+
+def test_later_nights_data_is_checked_against_the_blessed_run_and_passes(three_nights):
+    _, work_dir, _, _ = three_nights
+    for before, day in zip(DAYS, DAYS[1:]):
+        with open(os.path.join(work_dir, "runs", f"day-{day}", "validation.json")) as f:
+            record = json.load(f)
+        assert record["blessed_run"] == f"day-{before}" and record["schema"]
+        assert record["drift"]["app_installs"]["value"] < 0.3
+        assert record["volume"]["ratio"] == 1.0 and record["anomalies"] == []
 
 
 def test_each_night_warm_starts_from_the_model_blessed_the_night_before(three_nights):
@@ -183,3 +199,37 @@ def test_input_template_days_are_found_from_the_paths(tmp_path):
     (tmp_path / "day=junk" / "part-0.csv").write_text("x")
     assert orchestrate.available_days(str(tmp_path / "day={date}" / "*.csv")) == [
         "2026-01-02", "2026-01-10"]
+
+
+def test_a_broken_night_stops_before_training_and_serving_is_untouched(three_nights, tmp_path):
+    """A unit change upstream (installs in thousandths); then a person accepts it."""
+    config, work_dir, _, _ = three_nights
+    work_copy, logs = str(tmp_path / "widedeep"), tmp_path / "logs"
+    shutil.copytree(work_dir, work_copy)
+    day = "2026-03-04"
+    written = synthetic.write_log(str(logs), days=1, rows_per_day=ROWS_PER_DAY, seed=3,
+                                  start_date=day, first_day_index=3, shards=1)
+    table = pacsv.read_csv(written[0])
+    installs = table.column("app_installs").to_numpy() * 1000
+    pacsv.write_csv(table.set_column(table.schema.get_field_index("app_installs"),
+                                     "app_installs", pa.array(installs)), written[0],
+                   pacsv.WriteOptions(quoting_style="none"))
+    template = str(logs / "day={date}" / "*.csv")
+
+    code = orchestrate.nightly(config, work_dir=work_copy, input_template=template)
+
+    assert code == orchestrate.EXIT_ANOMALIES
+    record = manifest(work_copy, f"day-{day}")
+    assert record["stages"]["validate"]["outcome"] == "anomalies"
+    assert "train" not in record["stages"] and record["anomalies"] == ["drift:app_installs"]
+    assert sorted(os.listdir(os.path.join(work_copy, "serving"))) == ["1", "2", "3"]
+    report = open(os.path.join(work_copy, "runs", f"day-{day}", "report.html")).read()
+    assert "drift:app_installs" in report and "Jensen-Shannon" in report
+    assert "data anomalies" in orchestrate.format_history(orchestrate.history(work_copy))
+    # Cron does not retry a stopped day; a person accepts the change for that day.
+    assert orchestrate.nightly(config, work_dir=work_copy, input_template=template) == 0
+    assert "train" not in manifest(work_copy, f"day-{day}")["stages"]
+    assert orchestrate.nightly(config, work_dir=work_copy, input_template=template, date=day,
+                               allow_anomalies=["drift:app_installs"]) == 0
+    record = manifest(work_copy, f"day-{day}")
+    assert record["stages"]["train"]["outcome"] == "done" and "anomalies" not in record

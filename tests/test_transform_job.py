@@ -1,5 +1,6 @@
 """The data-generation job on tiny hand-written input, through real Beam and TFT."""
 
+import dataclasses
 import glob
 import gzip
 import json
@@ -228,7 +229,8 @@ def test_multi_processing_mode_gives_the_same_output(job, tmp_path):
 def test_too_many_dead_letters_fail_the_job_and_leave_no_output(tmp_path):
     write_inputs(tmp_path)
     config = tiny_config(tmp_path)
-    config = type(config)(**{**config.__dict__, "max_dead_letter_fraction": 0.01})
+    config = dataclasses.replace(config, validation=dataclasses.replace(
+        config.validation, max_dead_letter_fraction=0.01))
     out = str(tmp_path / "out")
     with pytest.raises(transform_job.TransformError, match=r"dead-lettered.*over the limit"):
         transform_job.run_transform(config, str(tmp_path / "train" / "*"), out,

@@ -93,6 +93,8 @@ class ColumnSpec:
     log: bool = False
     clip: tuple[float, float] | None = None
     default: float = 0.0
+    # Data validation: this column's drift threshold, over [validation]'s for its kind.
+    max_drift: float | None = None
 
     @property
     def kind_info(self) -> Kind:
@@ -190,6 +192,29 @@ class AnalysisParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class ValidationParams:
+    """What stops a night before training: bad rows, and data unlike the blessed run's."""
+    max_dead_letter_fraction: float = 0.01
+    # A schema file (relative to the config file); without one, the work dir's schema,
+    # captured from the first blessed run, is used.
+    schema: str = ""
+    # Day-over-day drift against the last blessed run: TFDV's L-infinity distance of
+    # categorical value shares, and the Jensen-Shannon divergence (base 2) of numeric
+    # distributions; 0.3 is Vertex AI Model Monitoring's default for both.
+    max_categorical_drift: float = 0.3
+    max_numeric_drift: float = 0.3
+    # Growth in the share of a column's values outside the blessed model's vocabulary.
+    max_unseen_increase: float = 0.2
+    # Today's rows against the median of the last `volume_history` runs: a tenth is a
+    # broken export, a doubling a join that duplicated rows.
+    min_volume_ratio: float = 0.3
+    max_volume_ratio: float = 1.8
+    volume_history: int = 7
+    # Anomalies accepted as known changes: a name ("volume", "drift") or name:column.
+    allow_anomalies: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class GateParams:
     min_auc: float = 0.6
     max_calibration_error: float = 0.1   # |mean prediction / positive rate - 1|
@@ -216,12 +241,16 @@ class FeatureConfig:
     deep: tuple[str, ...]
     slices: tuple[str, ...]
     split: SplitSpec
-    max_dead_letter_fraction: float
+    validation: ValidationParams
     train: TrainParams
     gate: GateParams
     serving: ServingParams
     analysis: AnalysisParams = AnalysisParams()
     digest: str = ""
+
+    @property
+    def max_dead_letter_fraction(self) -> float:
+        return self.validation.max_dead_letter_fraction
 
     def column(self, name: str) -> ColumnSpec:
         for column in self.columns:
@@ -369,6 +398,8 @@ def _load_column(t: _Table, name: str) -> ColumnSpec:
                 raise t.error("clip", f"must be [low, high] with low < high, got {clip!r}")
             fields["clip"] = (float(clip[0]), float(clip[1]))
         fields["default"] = t.get("default", float, 0.0)
+    if KINDS[kind].feature:
+        fields["max_drift"] = t.get("max_drift", float, None, check=_share, why=_SHARE_WHY)
     t.finish()
     return ColumnSpec(**fields)
 
@@ -413,10 +444,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> FeatureCo
     wide, deep = _load_model(root.table("model", required=True), columns, crosses)
     slices = _load_slices(root.table("eval"), by_name)
     split = _load_split(root.table("split"), by_name)
-    validation_t = root.table("validation")
-    max_dead = validation_t.get("max_dead_letter_fraction", float, 0.01,
-                                check=lambda v: 0 <= v <= 1, why="must be between 0 and 1")
-    validation_t.finish()
+    validation = _load_dataclass(root.table("validation"), ValidationParams)
     train = _load_dataclass(root.table("train"), TrainParams)
     gate = _load_dataclass(root.table("gate"), GateParams)
     serving = _load_dataclass(root.table("serving"), ServingParams)
@@ -429,7 +457,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> FeatureCo
     root.finish()
     return FeatureConfig(source=source, input=input_spec, label=label, columns=columns,
                          crosses=crosses, wide=wide, deep=deep, slices=slices,
-                         split=split, max_dead_letter_fraction=max_dead, train=train,
+                         split=split, validation=validation, train=train,
                          gate=gate, serving=serving, analysis=analysis)
 
 
@@ -561,6 +589,13 @@ def _at_least(low):
     return (lambda v: v >= low), f"must be >= {low}"
 
 
+def _share(value) -> bool:
+    return 0 <= value <= 1
+
+
+_SHARE_WHY = "must be between 0 and 1"
+
+
 def _above(low):
     return (lambda v: v > low), f"must be > {low}"
 
@@ -581,6 +616,13 @@ PARAM_RULES: dict[type, dict[str, tuple]] = {
     GateParams: {
         "min_auc": ((lambda v: 0 <= v <= 1), "must be between 0 and 1"),
         "max_calibration_error": _at_least(0),
+    },
+    ValidationParams: {
+        **{name: (_share, _SHARE_WHY) for name in (
+            "max_dead_letter_fraction", "max_categorical_drift", "max_numeric_drift",
+            "max_unseen_increase")},
+        "min_volume_ratio": _at_least(0), "max_volume_ratio": _at_least(1),
+        "volume_history": _at_least(1),
     },
     ServingParams: {"keep_versions": _at_least(1), "top_k": _at_least(1)},
     AnalysisParams: {"window_days": _at_least(1),

@@ -19,8 +19,9 @@ def test_every_row_dead_lettered_is_reported_as_dead_letters(tmp_path, limit):
     os.makedirs(tmp_path / "in")
     (tmp_path / "in" / "part-0.csv").write_bytes(
         HEADER + b"".join(f"u{i},US,a,cheap,{i % 2}\n".encode() for i in range(30)))
-    config = dataclasses.replace(tiny_config(tmp_path, method="hash", key="user"),
-                                 max_dead_letter_fraction=limit)
+    config = tiny_config(tmp_path, method="hash", key="user")
+    config = dataclasses.replace(config, validation=dataclasses.replace(
+        config.validation, max_dead_letter_fraction=limit))
     out = str(tmp_path / "out")
     with pytest.raises(transform_job.TransformError) as error:
         transform_job.run_transform(config, str(tmp_path / "in" / "*.csv"), out)
