@@ -314,9 +314,11 @@ def training_skew(config: cfg.FeatureConfig, export_dir: str, out_dir: str,
     paths.write_json(paths.join(out_dir, SKEW_FILE), table)
     over = {name: entry for name, entry in table.items()
             if entry["value"] is not None and entry["value"] > entry["threshold"]}
-    for name, entry in over.items():
-        log(f"score: WARNING skew: column '{name}' {entry['measure']} {entry['value']:.3f} "
-            f"against the model's training data (threshold {entry['threshold']:g})")
+    if over:
+        log(f"score: WARNING: {len(over)} column(s) unlike the model's training data: "
+            + ", ".join(f"{name} ({entry['measure']} {entry['value']:.2f} > "
+                        f"{entry['threshold']:g})" for name, entry in over.items())
+            + f"; details in {paths.join(out_dir, SKEW_FILE)}")
     return {"file": SKEW_FILE, "columns": len(table), "over_threshold": sorted(over)}
 
 

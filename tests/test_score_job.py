@@ -5,6 +5,7 @@ import dataclasses
 import glob
 import json
 import os
+import shutil
 
 import apache_beam as beam
 import numpy as np
@@ -31,8 +32,12 @@ def exported(transform_output, tmp_path_factory):
     params = dataclasses.replace(transform_output.config.train, max_steps=30)
     train(transform_output.config, transform_output.transform_dir, str(root / "model"),
           params=params, log=lambda *_: None)
-    return export.export_model(transform_output.config, str(root / "model"),
-                               transform_output.transform_dir, str(root / "export"))
+    export_dir = export.export_model(transform_output.config, str(root / "model"),
+                                     transform_output.transform_dir, str(root / "export"))
+    # As the run's export stage does: what scoring measures skew against.
+    shutil.copy(os.path.join(transform_output.transform_dir, "column_stats.json"),
+                os.path.join(export_dir, export.EXTRA_DIR, "column_stats.json"))
+    return export_dir
 
 
 def candidate_rows(transform_output) -> dict[str, list[dict]]:
@@ -156,6 +161,30 @@ def test_rows_without_a_label_score_and_bad_rows_are_dead_lettered(scored):
     assert [(os.path.basename(d["file"]), d["reason"]) for d in letters] == [
         ("with_label.csv", "not_a_number")]
     assert not os.path.exists(out_dir + ".partial")
+
+
+def test_scoring_warns_of_skew_against_the_training_data(transform_output, exported, scored,
+                                                         tmp_path):
+    config = transform_output.config
+    queries, summary, _, out_dir = scored
+    with open(os.path.join(out_dir, score_job.SKEW_FILE)) as f:
+        skew = json.load(f)
+    assert set(skew) == {c.name for c in config.feature_columns}
+    assert summary["skew"]["columns"] == len(skew)
+    assert "app_installs" not in summary["skew"]["over_threshold"]
+    # The same candidates with installs counted in thousandths upstream.
+    rows = [{**row, "app_installs": str(float(row["app_installs"]) * 1000)}
+            for rows in queries.values() for row in rows]
+    write_csv(tmp_path / "skewed.csv", config.column_names, rows)
+    lines = []
+
+    skewed = score_job.run_score(exported, str(tmp_path / "skewed.csv"), str(tmp_path / "out"),
+                                 log=lines.append)
+
+    assert "app_installs" in skewed["skew"]["over_threshold"]
+    warning = [line for line in lines if "unlike the model's training data" in line]
+    assert len(warning) == 1 and "app_installs (Jensen-Shannon" in warning[0]
+    assert skewed["rows_scored"] == len(rows)  # a warning, not a stop
 
 
 def test_a_directory_that_is_not_an_export_is_refused_by_name(tmp_path):
