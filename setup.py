@@ -23,6 +23,9 @@ setuptools.setup(
         "tfx-bsl==1.21.*",
         # TFT needs Keras 2 (TF_USE_LEGACY_KERAS=1); tf_keras tracks the TF release.
         "tf_keras==2.21.*",
+        # The PredictionLog protos of the warmup file (pipeline/warmup.py). Not 2.21: tfx-bsl
+        # 1.21 requires >=2.19,<2.20 (pip finds no resolution with 2.21); 2.19 takes TF 2.21.
+        "tensorflow-serving-api==2.19.*",
         "pyarrow",
         "numpy",
         "matplotlib",

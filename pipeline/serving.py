@@ -2,8 +2,9 @@
 
 ``<serving_root>/<version>/`` holds TF Serving's layout: integer versions, the newest
 serves. A version gets there only through :func:`publish`, which copies an export beside
-serving under a name TF Serving ignores, dry-runs that copy in a fresh Python process
-(:func:`dry_run`, as serving will load it), and only then puts it in place.
+serving under a name TF Serving ignores, adds TF Serving's warmup file to that copy
+(:mod:`pipeline.warmup`), dry-runs it in a fresh Python process (:func:`dry_run`, as serving
+will load it, warmup replay included), and only then puts it in place.
 
 TensorFlow and :mod:`trainer.export` are imported where used: `widedeep history` and the
 orchestrator list versions without paying for TensorFlow's import.
@@ -51,7 +52,8 @@ def serving_junk(serving_root: str) -> list[str]:
 
 def export_identity(export_dir: str) -> str:
     """What makes two exports the same model: graph, variable checksums (the index holds a
-    CRC of every tensor) and widedeep's metadata (its run id, source model dir)."""
+    CRC of every tensor) and widedeep's metadata (its run id, source model dir). Not the
+    warmup file, which publish adds: a published version is the same model as its export."""
     from trainer.export import EXTRA_DIR, METADATA_FILE
 
     digest = hashlib.sha256()
@@ -81,9 +83,13 @@ def publish(export_dir: str, serving_root: str, *, keep_versions: int, dry_run_e
     dry-run there (so what was checked is byte for byte what serves), and is then put in
     place: locally in one atomic rename; on GCS by a copy with ``saved_model.pb`` as the
     last object, so a TF Serving poll during the copy finds no loadable model yet, never
-    half of one. Publishing an export that already serves returns its version. Returns
-    (version, reason); version 0 means the dry run failed and serving is untouched.
+    half of one. The copy gets TF Serving's warmup file, built from `dry_run_examples`
+    (real eval examples), before its dry run. Publishing an export that already serves
+    returns its version. Returns (version, reason); version 0 means the dry run failed and
+    serving is untouched.
     """
+    from pipeline import warmup
+
     paths.makedirs(serving_root)
     for name in paths.listdir(serving_root):  # leftovers of a run killed mid-copy
         if name.startswith(PARTIAL_PREFIX):
@@ -104,8 +110,14 @@ def publish(export_dir: str, serving_root: str, *, keep_versions: int, dry_run_e
                     SAVED_MODEL_FILE, "it" if len(junk) == 1 else "them")
     version = max([int(name) for name in junk] + serving_versions(serving_root) + [0]) + 1
     partial = paths.join(serving_root, f"{PARTIAL_PREFIX}{version}")
+    if not dry_run_examples:
+        return 0, "no raw eval examples to dry-run the export and build its warmup file from"
     paths.copytree(export_dir, partial)
-    passed, reason = dry_run(partial, dry_run_examples, expected, scratch_dir)
+    warmup_file, warmup_records = warmup.write_warmup_requests(partial, dry_run_examples)
+    LOG.info("publish: %d warmup requests (batches of %s real eval examples) → %s",
+             warmup_records, "/".join(map(str, warmup.WARMUP_BATCH_SIZES)), warmup_file)
+    passed, reason = dry_run(partial, dry_run_examples, expected, scratch_dir,
+                             warmup_required=True)
     if not passed:
         paths.rmtree(partial)
         return 0, reason
@@ -121,11 +133,14 @@ def publish(export_dir: str, serving_root: str, *, keep_versions: int, dry_run_e
 # Dry run: the export loaded in a fresh Python process, as serving will load it.
 
 DRY_RUN_TOLERANCE = 1e-5
+WARMUP_REQUIRED = "warmup-required"  # the dry-run process's flag: publish's copies must have one
 
 
 def dry_run(export_dir: str, serialized: list[bytes], expected: np.ndarray | None,
-            work_dir: str, timeout: float = 600) -> tuple[bool, str]:
-    """(passed, reason). Sends the examples through serving_default in a new process."""
+            work_dir: str, timeout: float = 600, warmup_required: bool = False) -> tuple[bool, str]:
+    """(passed, reason). In a new process, replays the export's warmup file (if it has one;
+    a missing one fails when `warmup_required`, as publish asks) and sends the examples
+    through serving_default."""
     import tensorflow as tf
 
     paths.makedirs(work_dir)
@@ -140,8 +155,8 @@ def dry_run(export_dir: str, serialized: list[bytes], expected: np.ndarray | Non
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")  # the Keras mode: see transforms/__init__
     try:
         done = subprocess.run([sys.executable, "-m", "pipeline.serving", export_dir, examples_path,
-                               expected_path], capture_output=True, text=True, timeout=timeout,
-                              env=env)
+                               expected_path, WARMUP_REQUIRED if warmup_required else ""],
+                              capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return False, f"dry run did not finish within {timeout:.0f}s"
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -152,7 +167,8 @@ def dry_run(export_dir: str, serialized: list[bytes], expected: np.ndarray | Non
     return verdict["passed"], verdict["reason"]
 
 
-def _check_export(export_dir: str, examples_path: str, expected_path: str) -> tuple[bool, str]:
+def _check_export(export_dir: str, examples_path: str, expected_path: str,
+                  warmup_required: bool) -> tuple[bool, str]:
     import tensorflow as tf
 
     from trainer.export import load_predict_fn, predict_in_batches
@@ -161,6 +177,9 @@ def _check_export(export_dir: str, examples_path: str, expected_path: str) -> tu
         predict = load_predict_fn(export_dir)
     except Exception as e:  # a model that does not load is the finding, not a crash
         return False, f"the export does not load: {type(e).__name__}: {str(e)[:300]}"
+    warmup_passed, warmup_reason = _replay_warmup(predict.loaded, export_dir, warmup_required)
+    if not warmup_passed:
+        return False, warmup_reason
     serialized = list(tf.data.TFRecordDataset(examples_path).as_numpy_iterator())
     try:
         probabilities = predict_in_batches(predict, serialized)
@@ -178,10 +197,29 @@ def _check_export(export_dir: str, examples_path: str, expected_path: str) -> tu
         if worst > DRY_RUN_TOLERANCE:
             return False, (f"outputs differ from in-process predictions by up to {worst:.2e} "
                            f"(tolerance {DRY_RUN_TOLERANCE:.0e})")
-    return True, f"{len(serialized)} raw examples scored in a fresh process, all finite in [0, 1]"
+    return True, (f"{len(serialized)} raw examples scored in a fresh process, all finite in "
+                  f"[0, 1]{warmup_reason}")
+
+
+def _replay_warmup(loaded, export_dir: str, required: bool) -> tuple[bool, str]:
+    """What TF Serving does with the warmup file at load: a record it cannot run fails the
+    load there, so it fails the dry run here. (passed, reason or a suffix for the verdict)"""
+    from pipeline import warmup
+
+    path = warmup.warmup_path(export_dir)
+    if not paths.exists(path):
+        if required:
+            return False, f"{path}: missing (publish writes it before the dry run)"
+        return True, ""
+    try:
+        records, examples = warmup.replay_warmup_requests(loaded, path)
+    except warmup.WarmupError as e:
+        return False, f"warmup file: {e}"
+    return True, f"; {records} warmup requests ({examples} examples) replayed"
 
 
 if __name__ == "__main__":
-    passed, reason = _check_export(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "")
+    passed, reason = _check_export(sys.argv[1], sys.argv[2], sys.argv[3],
+                                   sys.argv[4] == WARMUP_REQUIRED)
     print(json.dumps({"passed": passed, "reason": reason}))
     sys.exit(0 if passed else 1)

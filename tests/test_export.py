@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 import shutil
 
 import numpy as np
@@ -10,6 +11,7 @@ import tensorflow as tf
 
 from pipeline import gate
 from pipeline import serving
+from pipeline import warmup
 from trainer import export
 from trainer import model as model_lib
 from trainer.train import load_trained_model, train
@@ -157,3 +159,83 @@ def test_junk_in_serving_is_neither_a_version_nor_deleted(trained, tmp_path):
     assert serving.publish(next_run, str(serving_root), **kwargs)[0] == 8
     assert serving.serving_versions(str(serving_root)) == [8]  # keep_versions = 1
     assert sorted(os.listdir(serving_root)) == ["007", "3", "8"]
+
+
+def test_published_version_carries_warmup_requests_that_replay(trained, tmp_path):
+    """TF Serving replays assets.extra/tf_serving_warmup_requests at load: it must hold real
+    eval examples as serving_default requests, and score them as a direct call does."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    _, _, export_dir, raw_eval = trained
+    serving_root = str(tmp_path / "serving")
+    examples = raw_eval.serialized[:40]
+    kwargs = dict(keep_versions=1, dry_run_examples=examples, expected=None,
+                  scratch_dir=str(tmp_path / "scratch"))
+    version, reason = serving.publish(export_dir, serving_root, **kwargs)
+    assert version == 1, reason
+    assert "warmup requests" in reason and "replayed" in reason
+    version_dir = os.path.join(serving_root, "1")
+    warmup_file = os.path.join(version_dir, export.EXTRA_DIR, export.WARMUP_FILE)
+    assert os.path.isfile(warmup_file)
+    assert not os.path.exists(os.path.join(export_dir, export.EXTRA_DIR, export.WARMUP_FILE))
+
+    records = list(tf.data.TFRecordDataset(warmup_file).as_numpy_iterator())
+    requests = [prediction_log_pb2.PredictionLog.FromString(r).predict_log.request
+                for r in records]
+    batches = [list(tf.make_ndarray(r.inputs[export.EXAMPLES_KEY])) for r in requests]
+    assert {r.model_spec.signature_name for r in requests} == {export.SERVING_DEFAULT}
+    assert len(requests) == len(warmup.WARMUP_BATCH_SIZES) * warmup.WARMUP_ROUNDS
+    assert sorted({len(b) for b in batches}) == sorted(warmup.WARMUP_BATCH_SIZES)
+    assert set(sum(batches, [])) == set(examples)  # real eval examples, every one of them
+
+    loaded = tf.saved_model.load(version_dir)
+    predict = export.load_predict_fn(export_dir)
+    for request, batch in zip(requests, batches):
+        inputs = {key: tf.constant(tf.make_ndarray(t)) for key, t in request.inputs.items()}
+        replayed = loaded.signatures[request.model_spec.signature_name](**inputs)
+        np.testing.assert_allclose(replayed[export.OUTPUT_KEY].numpy(), predict(batch),
+                                   atol=1e-6)
+
+    # The warmup file is not part of the model's identity: a rerun does not publish again.
+    assert serving.export_identity(version_dir) == serving.export_identity(export_dir)
+    assert serving.publish(export_dir, serving_root, **kwargs)[0] == 1
+
+
+def corrupt_warmup_copy(export_dir, tmp_path, examples, bad_record):
+    """A copy of the export whose warmup file holds `bad_record` as its record 1."""
+    copy = str(tmp_path / "export-with-bad-warmup")
+    shutil.copytree(export_dir, copy)
+    path = warmup.warmup_path(copy)
+    with tf.io.TFRecordWriter(path) as writer:
+        for record in (warmup.prediction_log(examples[:2]).SerializeToString(), bad_record):
+            writer.write(record)
+    return copy, path
+
+
+def test_dry_run_rejects_a_warmup_record_that_is_not_a_prediction_log(trained, tmp_path):
+    _, _, export_dir, raw_eval = trained
+    copy, path = corrupt_warmup_copy(export_dir, tmp_path, raw_eval.serialized,
+                                     b"not a PredictionLog")
+    passed, reason = serving.dry_run(copy, raw_eval.serialized[:20], None, str(tmp_path))
+    assert not passed
+    assert path in reason and "record 1 is not a PredictionLog" in reason, reason
+
+
+def test_warmup_replay_names_the_file_and_record_that_fail(trained, tmp_path):
+    """In-process (the dry run's subprocess calls the same replay): an unreadable TFRecord,
+    and a request for a signature the export does not have."""
+    _, _, export_dir, raw_eval = trained
+    loaded = tf.saved_model.load(export_dir)
+    bad_signature = warmup.prediction_log(raw_eval.serialized[:1])
+    bad_signature.predict_log.request.model_spec.signature_name = "serving_typo"
+    copy, path = corrupt_warmup_copy(export_dir, tmp_path, raw_eval.serialized,
+                                     bad_signature.SerializeToString())
+    with pytest.raises(warmup.WarmupError, match=r"record 1 asks for signature 'serving_typo'"):
+        warmup.replay_warmup_requests(loaded, path)
+    with open(path, "r+b") as f:  # flip a byte of record 1's payload: its CRC no longer matches
+        f.seek(-10, os.SEEK_END)
+        byte = f.read(1)
+        f.seek(-10, os.SEEK_END)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(warmup.WarmupError, match=re.escape(path) + ": record 1 is not a readable TFRecord"):
+        warmup.replay_warmup_requests(loaded, path)

@@ -68,7 +68,8 @@ def test_two_nights_run_every_stage_on_gcs(two_nights):
                      "transform/transform_fn/saved_model.pb", "model/DONE",
                      "model/keras_model/model.json", "eval/metrics.json", "eval/gate.json"):
             assert f"{run}/{name}" in objects, name
-    assert {"work/serving/1/saved_model.pb", "work/serving/2/saved_model.pb"} <= objects
+    assert {"work/serving/1/saved_model.pb", "work/serving/2/saved_model.pb",
+            "work/serving/2/assets.extra/tf_serving_warmup_requests"} <= objects
     # Nothing half-done is left behind, and the lock is released.
     assert not [o for o in objects if ".partial" in o or ".tmp-" in o or o == "work/.lock"]
     assert not no_local_gs_dir(cwd, REPO, os.getcwd())

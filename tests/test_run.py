@@ -112,6 +112,10 @@ def test_first_night_blesses_version_1_and_records_every_stage(three_nights):
     assert record["stages"]["transform"]["result"]["rows_in"] == ROWS_PER_DAY
     assert record["inputs"]["input"].endswith(f"day={DAYS[0]}/*.csv")
     assert os.path.exists(os.path.join(work_dir, "serving", "1", "saved_model.pb"))
+    # TF Serving's warmup file ships in the version, and the dry run replayed it.
+    assert os.path.exists(os.path.join(work_dir, "serving", "1", "assets.extra",
+                                       "tf_serving_warmup_requests"))
+    assert "warmup requests" in record["stages"]["publish"]["result"]["dry_run"]
     with open(os.path.join(work_dir, "serving", "1", "assets.extra", "widedeep.json")) as f:
         metadata = json.load(f)  # found again in a copied or moved work dir
     assert metadata["model_dir_in_work_dir"] == f"runs/day-{DAYS[0]}/model"

@@ -7,10 +7,11 @@ vocabulary assets, so it needs nothing from the work dir once written. Two signa
 - ``predict_raw``: raw features as named dense tensors (multivalent ones as a [batch, n]
   string matrix padded with ""), which TF Serving's JSON/REST API can send directly.
 
-``assets.extra/`` (ignored by TF Serving) holds ``widedeep.json`` (where the model came
-from, for warm start and people) and ``config.toml`` (so ``widedeep score`` can read raw
-rows with nothing but the export). Publishing an export into serving, and its dry run:
-:mod:`pipeline.serving`.
+``assets.extra/`` (TF Serving reads only its warmup file there) holds ``widedeep.json``
+(where the model came from, for warm start and people) and ``config.toml`` (so ``widedeep
+score`` can read raw rows with nothing but the export). Publishing an export into serving,
+and its dry run: :mod:`pipeline.serving`; the warmup file each published version gets:
+:mod:`pipeline.warmup`.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from transforms import paths
 LOG = logging.getLogger("widedeep")
 SERVING_DEFAULT = "serving_default"
 PREDICT_RAW = "predict_raw"
+EXAMPLES_KEY = "examples"  # serving_default's input: serialized raw tf.Examples
 OUTPUT_KEY = "probabilities"
 EXTRA_DIR = "assets.extra"
 METADATA_FILE = "widedeep.json"
 CONFIG_FILE = "config.toml"
+WARMUP_FILE = "tf_serving_warmup_requests"  # the name TF Serving looks for in assets.extra
 MODEL_DIR_IN_WORK_DIR = "model_dir_in_work_dir"
 
 
@@ -54,7 +57,7 @@ class ServingModule(tf.Module):
                 raw_specs[name] = tf.TensorSpec([None], spec.dtype, name=name)
         self.serve_examples = tf.function(
             self._serve_examples,
-            input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+            input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_KEY)])
         self.serve_raw = tf.function(self._serve_raw, input_signature=[raw_specs])
 
     def _predict(self, raw_features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -133,7 +136,7 @@ def load_predict_fn(export_dir: str):
     signature = loaded.signatures[SERVING_DEFAULT]
 
     def predict(serialized: list[bytes]) -> np.ndarray:
-        return signature(examples=tf.constant(serialized))[OUTPUT_KEY].numpy()
+        return signature(**{EXAMPLES_KEY: tf.constant(serialized)})[OUTPUT_KEY].numpy()
 
     predict.loaded = loaded  # keeps the SavedModel's resources alive with the function
     return predict
