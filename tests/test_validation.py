@@ -209,3 +209,24 @@ def test_schema_inferred_from_a_blessed_run_can_be_read_and_edited(nights):
     assert columns["app_rating"]["min"] == 0.0
     assert "clicked" not in columns                     # the label is the reader's job
     json.dumps(nights["schema"])                        # plain JSON, to check in
+
+
+def test_widedeep_schema_writes_the_blessed_runs_schema_and_names_what_is_missing(nights,
+                                                                                  tmp_path,
+                                                                                  caplog):
+    from pipeline import cli
+
+    work = tmp_path / "work"
+    for run_id, blessed in (("day-1", True), ("day-2", False)):
+        os.makedirs(work / "runs" / run_id / "transform")
+        (work / "runs" / run_id / "manifest.json").write_text(json.dumps({"blessed": blessed}))
+        (work / "runs" / run_id / "transform" / "column_stats.json").write_text(
+            json.dumps(nights["blessed"]))
+    out = tmp_path / "mine.schema.json"
+
+    assert cli.main(["schema", "--work-dir", str(work), "--out", str(out)]) == 0
+    schema = json.loads(out.read_text())
+    assert schema["inferred_from"] == "run day-1"  # the blessed one, not the newest
+    assert schema["columns"] == nights["schema"]["columns"]
+    assert cli.main(["schema", "--work-dir", str(tmp_path / "empty")]) == 2
+    assert "no column statistics in any run" in caplog.text
