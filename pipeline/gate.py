@@ -13,7 +13,8 @@ and cheap to compute directly (AUC by ranks, log loss, calibration, counts).
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+import functools
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -157,39 +158,66 @@ def decide(candidate: Mapping[str, float], baseline: Mapping[str, float] | None,
 # Scoring the raw eval split with an export
 
 
+EVAL_BATCH = 2048
+
+
 @dataclasses.dataclass
 class RawEval:
-    """The raw eval examples of a transform output, with what evaluation needs from them."""
-    serialized: list[bytes]
+    """The raw eval examples of a transform output, with what evaluation needs from them.
+
+    The examples themselves stay in their files and are streamed in batches (an eval split
+    of millions of rows is gigabytes of serialized examples); only the labels and slice
+    values, a few bytes a row, are held."""
+    files: list[str]
     labels: np.ndarray
     slices: dict[str, list[str]]
+    limit: int = 0  # the first `limit` examples only (0: all)
+
+    def batches(self, batch_size: int = EVAL_BATCH) -> Iterator[list[bytes]]:
+        import tensorflow as tf
+
+        dataset = tf.data.TFRecordDataset(self.files, compression_type="GZIP")
+        if self.limit:
+            dataset = dataset.take(self.limit)
+        for batch in dataset.batch(batch_size).as_numpy_iterator():
+            yield list(batch)
+
+    @functools.cached_property
+    def serialized(self) -> list[bytes]:
+        """Every example in memory: for a limited sample (the dry run's)."""
+        return [example for batch in self.batches() for example in batch]
 
 
 def read_raw_eval(config: cfg.FeatureConfig, transform_dir: str, limit: int = 0) -> RawEval:
+    """The eval split's labels and slice values, read in one streaming pass."""
     import tensorflow as tf
 
     files = paths.glob(paths.join(transform_dir, "eval_raw-*.tfrecord.gz"))
     if not files:
         raise FileNotFoundError(f"{transform_dir}: no eval_raw-*.tfrecord.gz (not a transform "
                                 "output?)")
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
-    if limit:
-        dataset = dataset.take(limit)
-    serialized = list(dataset.as_numpy_iterator())
     spec = {config.label.column: tf.io.FixedLenFeature([], tf.int64)}
     spec.update({s: tf.io.FixedLenFeature([], tf.string, default_value="") for s in config.slices})
-    parsed = tf.io.parse_example(tf.constant(serialized), spec) if serialized else {}
-    labels = parsed[config.label.column].numpy() if serialized else np.zeros([0])
-    slices = {s: [v.decode("utf-8", "replace") for v in parsed[s].numpy()] if serialized else []
-              for s in config.slices}
-    return RawEval(serialized, labels, slices)
+    raw_eval = RawEval(files, np.zeros([0], np.int64), {s: [] for s in config.slices}, limit)
+    labels = []
+    for batch in raw_eval.batches():
+        parsed = tf.io.parse_example(tf.constant(batch), spec)
+        labels.append(parsed[config.label.column].numpy())
+        for s in config.slices:
+            raw_eval.slices[s] += [v.decode("utf-8", "replace") for v in parsed[s].numpy()]
+    if labels:
+        raw_eval.labels = np.concatenate(labels)
+    return raw_eval
 
 
 def evaluate_export(export_dir: str, raw_eval: RawEval) -> tuple[dict, np.ndarray]:
     """(metrics with per-slice metrics and ROC points, probabilities) of an export."""
     from trainer.export import load_predict_fn, predict_in_batches
 
-    probabilities = predict_in_batches(load_predict_fn(export_dir), raw_eval.serialized)
+    predict = load_predict_fn(export_dir)
+    probabilities = np.concatenate(
+        [predict_in_batches(predict, batch) for batch in raw_eval.batches()]
+        or [np.zeros([0], np.float32)])
     result = metrics(raw_eval.labels, probabilities)
     fpr, tpr = roc_curve(raw_eval.labels, probabilities)
     result["slices"] = sliced_metrics(raw_eval.labels, probabilities, raw_eval.slices)
