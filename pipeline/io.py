@@ -532,10 +532,11 @@ class _ReadAndValidateFile(beam.DoFn):
     """Reads one file: record batches of good rows, dead letters for the rest."""
 
     def __init__(self, config: cfg.FeatureConfig, optional_columns: Sequence[str] = (),
-                 count_missing: bool = False):
+                 count_missing: bool = False, counted: bool = True):
         self.config = config
         self.optional = tuple(optional_columns)
         self.count_missing = count_missing
+        self.counted = counted
         self.rows_read = beam.metrics.Metrics.counter("widedeep", "rows_read")
         self.rows_dead = beam.metrics.Metrics.counter("widedeep", "rows_dead_lettered")
 
@@ -552,8 +553,9 @@ class _ReadAndValidateFile(beam.DoFn):
             else:
                 read += item.num_rows
                 yield item
-        self.rows_read.inc(read + dead)
-        self.rows_dead.inc(dead)
+        if self.counted:
+            self.rows_read.inc(read + dead)
+            self.rows_dead.inc(dead)
         if self.count_missing:
             for name, count in self.validate.missing_numeric.items():
                 beam.metrics.Metrics.counter(MISSING_NUMERIC_NAMESPACE, name).inc(count)
@@ -594,12 +596,16 @@ class ReadImpressions(beam.PTransform):
     """Files of a glob → (record batches of valid rows, dead letters).
 
     ``optional_columns`` may be absent from a file (read as missing values).
-    ``count_missing``: count numeric fields read as missing (MISSING_NUMERIC_NAMESPACE).
+    ``count_missing``: count numeric fields read as missing (MISSING_NUMERIC_NAMESPACE);
+    not ``counted``: leave the rows-read and dead-letter counters alone (a second read of
+    files already counted).
     """
 
     def __init__(self, config: cfg.FeatureConfig, paths: Sequence[str],
-                 optional_columns: Sequence[str] = (), count_missing: bool = False):
+                 optional_columns: Sequence[str] = (), count_missing: bool = False,
+                 counted: bool = True):
         super().__init__()
+        self.counted = counted
         self.config = config
         self.paths = list(paths)
         self.optional_columns = tuple(optional_columns)
@@ -610,7 +616,7 @@ class ReadImpressions(beam.PTransform):
                    | "ListFiles" >> beam.Create(self.paths)
                    | "SpreadFiles" >> beam.Reshuffle()
                    | "ReadAndValidate" >> beam.ParDo(_ReadAndValidateFile(
-                       self.config, self.optional_columns, self.count_missing))
+                       self.config, self.optional_columns, self.count_missing, self.counted))
                    .with_outputs(DEAD_LETTER, main="rows"))
         return results.rows, results[DEAD_LETTER]
 

@@ -260,19 +260,26 @@ def day_key(day: str, day_paths: Sequence[str]) -> str:
 
 
 def _train_parts(pipeline, config: cfg.FeatureConfig, name: str, input_paths: Sequence[str],
-                 eval_paths: Sequence[str] = (), counter: str = ""):
+                 eval_paths: Sequence[str] = (), counter: str = "", counted: bool = True,
+                 read_rows: list | None = None):
     """(fit, validation or None, eval, dead letters) of one input: read, split, held out.
-    ``counter`` counts the valid rows read, which the splits must account for."""
+    ``counter`` counts the valid rows read, which the splits must account for; a read
+    that is not ``counted`` (the second one of the same files) leaves the reader's counters
+    alone. ``read_rows`` gets the rows of each read, before any split."""
     def read(label: str, input_paths: Sequence[str]):
-        rows, dead = pipeline | label >> wd_io.ReadImpressions(config, input_paths,
-                                                               count_missing=bool(counter))
+        rows, dead = pipeline | label >> wd_io.ReadImpressions(
+            config, input_paths, count_missing=bool(counter), counted=counted)
         return (rows | f"Count{label}" >> beam.Map(_count_rows(counter)) if counter
                 else rows), dead
 
     rows, dead = read(f"Read{name}", input_paths)
+    if read_rows is not None:
+        read_rows.append(rows)
     if eval_paths:
         train_rows = rows
         eval_rows, eval_dead = read(f"Read{name}Eval", eval_paths)
+        if read_rows is not None:
+            read_rows.append(eval_rows)
         dead = (dead, eval_dead) | f"DeadLetters{name}" >> beam.Flatten()
     else:
         train_rows, eval_rows = rows | f"Split{name}" >> wd_io.SplitTrainEval(config.split)
@@ -295,13 +302,20 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_pat
     serving model's vocabularies) is what the column statistics count unseen values by."""
     import tensorflow_transform.beam as tft_beam
 
+    read_rows: list = []
     train_rows, validation_rows, eval_rows, dead = _train_parts(
-        pipeline, config, "Impressions", input_paths, eval_paths, counter=ROWS_VALID_COUNTER)
+        pipeline, config, "Impressions", input_paths, eval_paths, counter=ROWS_VALID_COUNTER,
+        read_rows=read_rows)
     label = config.label.column
     # Every valid row of the job's own input (the window's earlier days are not in them).
-    _ = (_flatten([p for p in (train_rows, validation_rows, eval_rows) if p is not None],
-                  "AllRows")
-         | "ColumnStats" >> column_stats.ColumnStatistics(config, output_dir, known_values))
+    _ = tuple(read_rows) | "ColumnStats" >> column_stats.ColumnStatistics(
+        config, output_dir, known_values)
+    # The rows to transform are read a second time: the first read streams into the
+    # analyzers and statistics, while rows kept for after the analysis would wait in the
+    # DirectRunner's memory, all of them (about 2.4 GB a million app-store rows, measured
+    # by bench/scale.py). Reading the files again costs seconds a million rows.
+    second_read = _train_parts(pipeline, config, "ImpressionsToTransform", input_paths,
+                               eval_paths, counted=False)
     adapter = tensor_adapter_config(config)
     preprocessing_fn = features.make_preprocessing_fn(config)
     if window is None:
@@ -312,6 +326,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_pat
         transform_fn, trained, validated, dead_letters = _analyze_window(
             pipeline, config, window, input_paths, adapter, preprocessing_fn, train_rows,
             validation_rows, dead)
+    trained[0], validated[0], eval_rows, _ = second_read
     train_rows = _flatten(trained, "TrainOnWindow") | "CountTrain" >> beam.Map(
         _count_rows("rows_train", label))
     eval_rows = eval_rows | "CountEval" >> beam.Map(_count_rows("rows_eval", label))
