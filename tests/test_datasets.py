@@ -187,6 +187,21 @@ def test_movielens_join_puts_user_and_movie_fields_on_their_rows(movielens_rows)
     assert by_user["74"]["user_zip_region"] == "T"             # Canadian postcode T8H1N
 
 
+def test_movielens_counts_come_from_which_pairs_were_rated(movielens_rows):
+    # Kolya has 117 ratings; Star Wars (50) is the most rated movie, with 583.
+    assert {r["movie_popularity"] for r in movielens_rows if r["movie_id"] == "242"} == {"117"}
+    assert max(int(r["movie_popularity"]) for r in movielens_rows) == 583
+    by_user: dict[str, set] = {}
+    for r in movielens_rows:
+        by_user.setdefault(r["user_id"], set()).add(r["movie_id"])
+    lists = {r["user_id"]: r["user_rated_popular_movies"] for r in movielens_rows}
+    popular = {m for ids in lists.values() for m in ids.split("|") if m}
+    assert len(popular) == datasets.POPULAR_MOVIES and "50" in popular
+    for user, ids in lists.items():   # one list per user: their rated movies among the popular
+        listed = ids.split("|") if ids else []
+        assert listed == sorted(by_user[user] & popular, key=int)
+
+
 # ---------------------------------------------------------------------------------------
 # The transform job on samples of the real files
 
