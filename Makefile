@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 DEMO_DIR ?= artifacts/nightly-demo
 DEMO_ROWS ?= 50000
 
-.PHONY: install run test bench bench-quality paper-table nightly-demo clean
+.PHONY: install run test bench bench-quality bench-scale paper-table nightly-demo clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,11 @@ bench: install
 bench-quality: install
 	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/quality.py --tune-trials 12 --tune-minutes 10
+
+# The whole loop at 0.2M, 1M, 3M and 10M rows: time, memory and disk per stage (about
+# 25 minutes on 2 cores; README "Scale").
+bench-scale: install
+	$(BIN)/python bench/scale.py
 
 paper-table: install
 	$(BIN)/python bench/paper_table.py
