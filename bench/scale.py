@@ -198,7 +198,9 @@ def plot(results: list[dict], path: str) -> None:
     seconds_ax, memory_ax = fig.subplots(1, 2)
     rows = [r["rows"] for r in results]
     for stage in results[-1]["stages"]:
-        if all(stage in r["stages"] for r in results):
+        # Stages of well under a second (validate, gate) would only clutter the plot.
+        if (all(stage in r["stages"] for r in results)
+                and max(r["stages"][stage]["seconds"] for r in results) >= 0.5):
             seconds_ax.plot(rows, [max(r["stages"][stage]["seconds"], 0.1) for r in results],
                             marker="o", label=stage)
             memory_ax.plot(rows, [r["stages"][stage]["peak_rss_gb"] or float("nan")
