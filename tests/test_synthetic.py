@@ -55,6 +55,22 @@ def test_day_k_alone_equals_day_k_of_a_full_run(tmp_path):
     assert {name: full_files[name] for name in alone_files} == alone_files
 
 
+def test_a_day_over_the_part_size_is_written_a_part_at_a_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(synthetic, "PART_ROWS", 1000)
+    options = pacsv.ConvertOptions(column_types={"day": pa.string()})
+
+    paths = synthetic.write_log(str(tmp_path / "a"), rows_per_day=5500, seed=2)
+    again = synthetic.write_log(str(tmp_path / "b"), rows_per_day=5500, seed=2)
+
+    assert [Path(p).name for p in paths] == [f"part-{i:05d}-of-00006.csv" for i in range(6)]
+    parts = [pacsv.read_csv(p, convert_options=options) for p in paths]
+    assert [t.num_rows for t in parts] == [916, 917, 917, 916, 917, 917]
+    assert parts[0].column_names == list(synthetic.COLUMNS)
+    # Each part its own random stream: not one part repeated, and the same on every call.
+    assert parts[0]["user_id"] != parts[1]["user_id"][:916]
+    assert _read_files(paths, tmp_path / "a") == _read_files(again, tmp_path / "b")
+
+
 def test_header_matches_config_and_vocabulary_drifts(tmp_path):
     paths = synthetic.write_log(str(tmp_path), days=3, rows_per_day=ROWS, shards=2)
     header = Path(paths[0]).read_text().splitlines()[0]

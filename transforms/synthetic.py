@@ -374,16 +374,18 @@ def _date_of(day_index: int) -> dt.date:
 
 
 def simulate_day(world: World, day_index: int, rows: int, *,
-                 date: dt.date | str | None = None) -> DayImpressions:
+                 date: dt.date | str | None = None, part: int | None = None) -> DayImpressions:
     """One day of impressions with their true install probabilities.
 
     ``date`` only names the day (the ``day`` and ``day_of_week`` columns); it defaults to
-    DEFAULT_START_DATE + day_index. Everything random is keyed by (seed, day_index).
+    DEFAULT_START_DATE + day_index. Everything random is keyed by (seed, day_index), and
+    by ``part`` for one part of a day simulated in several (see :func:`write_log`).
     """
     if day_index < 0:
         raise ValueError(f"day_index must be >= 0, got {day_index}")
     date = _date_of(day_index) if date is None else dt.date.fromisoformat(str(date))
-    rng = np.random.default_rng([world.seed, _DAY_STREAM, day_index])
+    rng = np.random.default_rng([world.seed, _DAY_STREAM, day_index]
+                                + ([] if part is None else [part]))
     apps = world.catalogue(day_index)
     age = day_index - apps.launch_day
     impression_weight = (apps.popularity
@@ -455,24 +457,41 @@ def write_log(out_dir: str, *, days: int = 1, rows_per_day: int = 100_000, seed:
     starting at day index ``first_day_index``, which is dated ``start_date``.
 
     Day k's files are the same whether they are written with days 0..k-1 or alone
-    (``first_day_index=k``, ``start_date`` = its date). Returns the written paths.
+    (``first_day_index=k``, ``start_date`` = its date). A day of more than PART_ROWS rows
+    is simulated in parts of at most PART_ROWS rows, each its own random stream and file
+    (at least ``shards`` files), so the generator holds one part in memory, not the day.
+    Returns the written paths.
     """
     world = make_world(seed)
     first_date = dt.date.fromisoformat(start_date)
-    header = (",".join(COLUMNS) + "\n").encode()
-    csv_options = pacsv.WriteOptions(include_header=False, quoting_style="none")
     written = []
     for offset in range(days):
         date = first_date + dt.timedelta(days=offset)
-        table = simulate_day(world, first_day_index + offset, rows_per_day, date=date).table
         day_dir = paths.join(out_dir, f"day={date.isoformat()}")
         paths.makedirs(day_dir)
-        bounds = np.linspace(0, rows_per_day, shards + 1).astype(int)
-        for shard in range(shards):
-            path = paths.join(day_dir, f"part-{shard:05d}-of-{shards:05d}.csv")
-            out = io.BytesIO()
-            out.write(header)
-            pacsv.write_csv(table.slice(bounds[shard], bounds[shard + 1] - bounds[shard]),
-                            out, csv_options)
-            written.append(paths.write_bytes(path, out.getvalue()))
+        day_index = first_day_index + offset
+        if rows_per_day <= PART_ROWS:
+            table = simulate_day(world, day_index, rows_per_day, date=date).table
+            bounds = np.linspace(0, rows_per_day, shards + 1).astype(int)
+            files = [(lambda start=start, end=end: table.slice(start, end - start))
+                     for start, end in zip(bounds, bounds[1:])]
+        else:
+            parts = max(shards, -(-rows_per_day // PART_ROWS))
+            bounds = np.linspace(0, rows_per_day, parts + 1).astype(int)
+            files = [(lambda part=part, n=end - start:
+                      simulate_day(world, day_index, n, date=date, part=part).table)
+                     for part, (start, end) in enumerate(zip(bounds, bounds[1:]))]
+        for shard, make_table in enumerate(files):
+            path = paths.join(day_dir, f"part-{shard:05d}-of-{len(files):05d}.csv")
+            written.append(paths.write_bytes(path, _csv_bytes(make_table())))
     return written
+
+
+PART_ROWS = 1_000_000  # a day larger than this is simulated a part at a time
+
+
+def _csv_bytes(table: pa.Table) -> bytes:
+    out = io.BytesIO()
+    out.write((",".join(COLUMNS) + "\n").encode())
+    pacsv.write_csv(table, out, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    return out.getvalue()
