@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import re
@@ -296,6 +297,13 @@ class RunContext:
     allow_anomalies: tuple[str, ...] = ()
     results: dict[str, dict] = dataclasses.field(default_factory=dict)  # by stage name
 
+    @functools.cached_property
+    def blessed_run(self) -> RunDir | None:
+        """The newest other run that published a model: what this run's data is checked
+        against (found once; it reads every run's manifest)."""
+        blessed = validation.blessed_runs(self.work, self.run.run_id)
+        return blessed[0] if blessed else None
+
 
 # The stages import TensorFlow, TFT and Beam (seconds each) inside: `widedeep history`, the
 # lock and the report must not pay for them.
@@ -309,8 +317,8 @@ def _synth(ctx: RunContext) -> dict:
 
 def _transform(ctx: RunContext) -> dict:
     from pipeline import transform_job
-    blessed = validation.blessed_runs(ctx.work, ctx.run.run_id)
-    known = (validation.vocabularies(ctx.config, blessed[0].transform) if blessed else None)
+    known = (validation.vocabularies(ctx.config, ctx.blessed_run.transform)
+             if ctx.blessed_run else None)
     return transform_job.run_transform(ctx.config, ctx.inputs["input"], ctx.run.transform,
                                        eval_input_pattern=ctx.inputs["eval_input"],
                                        pipeline_args=ctx.pipeline_args, window=ctx.window,
@@ -319,7 +327,7 @@ def _transform(ctx: RunContext) -> dict:
 
 def _validate(ctx: RunContext) -> dict:
     """The night's data against the schema, the last blessed run and the recent volume."""
-    blessed = validation.blessed_runs(ctx.work, ctx.run.run_id)
+    blessed = ctx.blessed_run
     schema_file = validation.schema_path(ctx.config, ctx.work)
     if ctx.config.validation.schema and not paths.exists(schema_file):
         raise FileNotFoundError(f"validation.schema in {ctx.config.source}: no file "
@@ -327,12 +335,12 @@ def _validate(ctx: RunContext) -> dict:
     schema = paths.read_json(schema_file) if paths.exists(schema_file) else None
     record = validation.validate(
         ctx.config, paths.read_json(ctx.run.path(RunDir.COLUMN_STATS)), schema=schema,
-        previous=validation.read_stats(blessed[0]) if blessed else None,
+        previous=validation.read_stats(blessed) if blessed else None,
         recent_rows=validation.recent_row_counts(ctx.work, ctx.run.run_id,
                                                  ctx.config.validation.volume_history),
         allowed=ctx.allow_anomalies)
     record.update(schema_file=schema_file if schema else None,
-                  blessed_run=blessed[0].run_id if blessed else None)
+                  blessed_run=blessed.run_id if blessed else None)
     path = paths.write_json(ctx.run.path(RunDir.VALIDATION), record)
     for anomaly in record["anomalies"]:
         (LOG.warning if anomaly["allowed"] else LOG.error)(
