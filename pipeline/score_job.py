@@ -312,8 +312,7 @@ def training_skew(config: cfg.FeatureConfig, export_dir: str, out_dir: str,
         return None
     table = validation.drift(config, paths.read_json(stats_path), paths.read_json(training_path))
     paths.write_json(paths.join(out_dir, SKEW_FILE), table)
-    over = {name: entry for name, entry in table.items()
-            if entry["value"] is not None and entry["value"] > entry["threshold"]}
+    over = validation.over_threshold(table)
     if over:
         log(f"score: WARNING: {len(over)} column(s) unlike the model's training data: "
             + ", ".join(f"{name} ({entry['measure']} {entry['value']:.2f} > "

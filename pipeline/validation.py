@@ -245,12 +245,17 @@ def _domain_anomalies(name: str, stats: Mapping, domain: Sequence[str],
 # The night's checks
 
 
+def over_threshold(table: Mapping[str, Mapping]) -> dict[str, Mapping]:
+    """The columns of a drift table (:func:`drift`) whose drift passes their threshold."""
+    return {name: entry for name, entry in table.items()
+            if entry["value"] is not None and entry["value"] > entry["threshold"]}
+
+
 def check_drift(table: Mapping[str, Mapping]) -> list[Anomaly]:
     return [Anomaly("drift", name, entry["value"], entry["threshold"],
                     f"column '{name}' drifted: {entry['measure']} {entry['value']:.3f} "
                     f"against the last blessed run (threshold {entry['threshold']:g})")
-            for name, entry in table.items()
-            if entry["value"] is not None and entry["value"] > entry["threshold"]]
+            for name, entry in over_threshold(table).items()]
 
 
 def unseen_growth(current: Mapping[str, Mapping], previous: Mapping[str, Mapping]) -> dict:
