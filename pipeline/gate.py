@@ -212,12 +212,11 @@ def read_raw_eval(config: cfg.FeatureConfig, transform_dir: str, limit: int = 0)
 
 def evaluate_export(export_dir: str, raw_eval: RawEval) -> tuple[dict, np.ndarray]:
     """(metrics with per-slice metrics and ROC points, probabilities) of an export."""
-    from trainer.export import load_predict_fn, predict_in_batches
+    from trainer.export import load_predict_fn
 
-    predict = load_predict_fn(export_dir)
-    probabilities = np.concatenate(
-        [predict_in_batches(predict, batch) for batch in raw_eval.batches()]
-        or [np.zeros([0], np.float32)])
+    predict = load_predict_fn(export_dir)  # the batches are already the size it takes
+    probabilities = np.concatenate([predict(batch) for batch in raw_eval.batches()]
+                                   or [np.zeros([0], np.float32)])
     result = metrics(raw_eval.labels, probabilities)
     fpr, tpr = roc_curve(raw_eval.labels, probabilities)
     result["slices"] = sliced_metrics(raw_eval.labels, probabilities, raw_eval.slices)
