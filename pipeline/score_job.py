@@ -343,7 +343,7 @@ def run_score(export_dir: str, input_pattern: str, out_dir: str, *, top_k: int |
     partial_dir = beam_job.fresh_partial_dir(out_dir)
 
     started = time.time()
-    pipeline = beam.Pipeline(options=options)
+    pipeline = beam_job.new_pipeline(options)
     build_pipeline(pipeline, config, paths.absolute(export_dir), input_paths, partial_dir,
                    top_k)
     counts = beam_job.run(pipeline)

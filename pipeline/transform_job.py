@@ -511,7 +511,7 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="widedeep-tft-") as local_tmp:
         tft_temp = temp_location or local_tmp
-        pipeline = beam.Pipeline(options=options)
+        pipeline = beam_job.new_pipeline(options)
         with tft_beam.Context(temp_dir=tft_temp):
             build_pipeline(pipeline, config, input_paths, partial_dir, eval_paths, window,
                            known_values)

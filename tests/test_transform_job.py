@@ -333,3 +333,33 @@ def test_token_count_includes_lists_longer_than_the_length_histogram():
 
     assert result["tokens"] == 101 and result["mean_length"] == 50.5
     assert result["length_counts"] == {"1": 1, "64+": 1}
+
+
+def test_memoized_dofn_specs_still_see_state_and_run_stateful_dofns():
+    """The jobs' pipelines keep one state/timer answer per DoFn (beam_job.new_pipeline):
+    a stateful DoFn must still be found stateful and keep its per-key state."""
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+    from apache_beam.transforms import userstate
+    from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+
+    from pipeline import beam_job
+
+    class RunningTotal(beam.DoFn):
+        TOTAL = ReadModifyWriteStateSpec("total", beam.coders.VarIntCoder())
+
+        def process(self, element, total=beam.DoFn.StateParam(TOTAL)):
+            key, value = element
+            total.write((total.read() or 0) + value)
+            yield key, total.read()
+
+    pipeline = beam_job.new_pipeline(transform_job.pipeline_options([]))
+    stateful, stateless = RunningTotal(), beam.Map(str).dofn
+    for _ in range(2):  # the second answer comes from the memo
+        assert userstate.is_stateful_dofn(stateful)
+        assert not userstate.is_stateful_dofn(stateless)
+        assert [s.name for s in userstate.get_dofn_specs(stateful)[0]] == ["total"]
+    totals = (pipeline | beam.Create([("a", 1), ("a", 2), ("b", 5)])
+              | beam.ParDo(RunningTotal()) | beam.combiners.Top.PerKey(1))
+    assert_that(totals, equal_to([("a", [3]), ("b", [5])]))
+    pipeline.run().wait_until_finish()
