@@ -284,7 +284,7 @@ def scoring_options(pipeline_args: Sequence[str]) -> PipelineOptions:
     thread reads and encodes the next record batch while another is in the model, and all
     threads share one loaded model (a process per worker would load it again).
     """
-    options = PipelineOptions(list(pipeline_args))
+    options = beam_job.options_from(pipeline_args)
     if options.view_as(StandardOptions).runner is None:
         options.view_as(StandardOptions).runner = "DirectRunner"
         direct = options.view_as(DirectOptions)
