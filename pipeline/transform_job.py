@@ -22,7 +22,6 @@ import zlib
 from typing import Callable, Sequence
 
 import apache_beam as beam
-import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
@@ -174,51 +173,6 @@ class WriteExamples(beam.PTransform):
         return (batches
                 | "FrameExamples" >> beam.Map(_framed_examples)
                 | "Write" >> beam.io.Write(sink))
-
-
-SPLIT_KEY = "__widedeep_split__"  # not a column: the split a batch belongs to
-
-
-def _tag_split(batch: pa.RecordBatch, index: int) -> pa.RecordBatch:
-    return batch.append_column(SPLIT_KEY, pa.array([[index]] * batch.num_rows,
-                                                   type=pa.large_list(pa.int64())))
-
-
-def _split_index(batch_and_passthrough, unused_count: int) -> int:
-    return batch_and_passthrough[0].column(SPLIT_KEY)[0][0].as_py()
-
-
-def _untag_split(batch_and_passthrough) -> pa.RecordBatch:
-    return batch_and_passthrough[0].drop_columns([SPLIT_KEY])
-
-
-class TransformSplits(beam.PTransform):
-    """{split name: raw record batches} → {split name: transformed record batches}, through
-    one ``TransformDataset``: each one loads the transform graph in every worker (a second
-    or more for a wide config), so the splits share one, routed by a passthrough column."""
-
-    def __init__(self, adapter, transform_fn):
-        super().__init__()
-        self.adapter, self.transform_fn = adapter, transform_fn
-
-    def expand(self, splits: dict):
-        import tensorflow_transform.beam as tft_beam
-        from tfx_bsl.public import tfxio
-
-        names = list(splits)
-        tagged = tuple(rows | f"Tag{name}" >> beam.Map(_tag_split, i)
-                       for i, (name, rows) in enumerate(splits.items()))
-        schema = self.adapter.arrow_schema.append(
-            pa.field(SPLIT_KEY, pa.large_list(pa.int64())))
-        adapter = tfxio.TensorAdapterConfig(schema, self.adapter.tensor_representations)
-        with tft_beam.Context(passthrough_keys={SPLIT_KEY}):
-            transformed, _ = (((tagged | "AllSplits" >> beam.Flatten(), adapter),
-                               self.transform_fn)
-                              | "TransformDataset" >> tft_beam.TransformDataset(
-                                  output_record_batches=True))
-        parts = transformed | "BySplit" >> beam.Partition(_split_index, len(names))
-        return {name: part | f"Untag{name}" >> beam.Map(_untag_split)
-                for name, part in zip(names, parts)}
 
 
 def tensor_adapter_config(config: cfg.FeatureConfig):
@@ -378,12 +332,17 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_pat
     eval_rows = eval_rows | "CountEval" >> beam.Map(_count_rows("rows_eval", label))
     dead = _flatten(dead_letters, "AllDeadLetters")
 
-    splits = {"Train": train_rows, "Eval": eval_rows}
+    def transform(rows, name: str):
+        transformed, _ = (((rows, adapter), transform_fn)
+                          | f"Transform{name}" >> tft_beam.TransformDataset(
+                              output_record_batches=True))
+        _ = transformed | f"Write{name}" >> WriteExamples(paths.join(output_dir, name.lower()))
+
+    transform(train_rows, "Train")
+    transform(eval_rows, "Eval")
     if validation_rows is not None:
-        splits["Validation"] = _flatten(validated, "ValidateOnWindow") | (
-            "CountValidation" >> beam.Map(_count_rows("rows_validation", label)))
-    for name, written in (splits | "Transform" >> TransformSplits(adapter, transform_fn)).items():
-        _ = written | f"Write{name}" >> WriteExamples(paths.join(output_dir, name.lower()))
+        transform(_flatten(validated, "ValidateOnWindow") | "CountValidation" >> beam.Map(
+            _count_rows("rows_validation", label)), "Validation")
     _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(output_dir)
     _ = eval_rows | "WriteRawEval" >> WriteExamples(paths.join(output_dir, "eval_raw"))
     _ = (dead
