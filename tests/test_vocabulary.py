@@ -13,7 +13,7 @@ TOKENS = [b"b", b"a", b"ab", b"a", b"b", b"", b"x\ny", b"c\r", b"\xc3\xa9t\xc3\x
           b"\xc3\xa9t\xc3\xa9", b"zz", b"ab", b"b", b"q", b"a"]
 
 
-def _analyze(min_count: int, rows: list[dict]) -> dict[str, bytes]:
+def _analyze(min_count: int, rows: list[dict], cacheable: bool) -> dict[str, bytes]:
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
@@ -27,7 +27,7 @@ def _analyze(min_count: int, rows: list[dict]) -> dict[str, bytes]:
             tft.vocabulary(inputs[name], vocab_filename=f"tft_{name}",
                            frequency_threshold=threshold)
         vocabulary.analyze({"ours_single": inputs["single"], "ours_multi": inputs["multi"]},
-                           {"ours_single": min_count, "ours_multi": min_count})
+                           {"ours_single": min_count, "ours_multi": min_count}, cacheable)
         return {"single": inputs["single"]}
 
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
@@ -44,10 +44,11 @@ def _analyze(min_count: int, rows: list[dict]) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("min_count", [1, 2, 4])
-def test_files_are_byte_identical_to_tfts(min_count):
+@pytest.mark.parametrize("cacheable", [False, True], ids=["one_pass", "cacheable"])
+def test_files_are_byte_identical_to_tfts(min_count, cacheable):
     rows = [{"single": t, "multi": TOKENS[i % 5:i % 5 + i % 4]} for i, t in enumerate(TOKENS)]
 
-    files = _analyze(min_count, rows)
+    files = _analyze(min_count, rows, cacheable)
 
     assert files["ours_single"] == files["tft_single"]
     assert files["ours_multi"] == files["tft_multi"]

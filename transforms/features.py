@@ -115,7 +115,8 @@ def make_preprocessing_fn(config: cfg.FeatureConfig) -> Callable[[dict], dict]:
         specs = categorical_specs(config)
         vocabularies = {specs[n].vocab_name: n for n in tokens if not specs[n].hash_buckets}
         files = vocabulary.analyze({v: tokens[n] for v, n in vocabularies.items()},
-                                   {v: specs[n].vocab_min_count for v, n in vocabularies.items()})
+                                   {v: specs[n].vocab_min_count for v, n in vocabularies.items()},
+                                   cacheable=config.analysis.window_days > 1)
         for name, values in tokens.items():
             spec = specs[name]
             outputs[name] = (_hashed(values, spec.hash_buckets) if spec.hash_buckets else

@@ -4,16 +4,18 @@
 threshold, pre-sort, order, write, wait), so a config with 29 vocabularies built a pipeline of
 2,842 transforms, and the job's fixed cost (the pipeline proto, a bundle per stage) grew with
 the columns: a Criteo-shaped config spent a minute before counting its first row. Here each
-vocabulary is a ``tft.experimental.ptransform_analyzer`` of 16 transforms: a batch's tokens
-are counted column-wise by Arrow (no Python per token), the counts merge in one combine, and
-the file is written at the end, byte for byte what TFT writes (frequency descending, ties by
-token descending; empty tokens and tokens with a line break left out; TFT's placeholder line
-when nothing passes the threshold).
+vocabulary is a ``tft.experimental.ptransform_analyzer``: a batch's tokens are counted
+column-wise by Arrow (no Python per token), the counts merge in one combine, and the file is
+written at the end, byte for byte what TFT writes (frequency descending, ties by token
+descending; empty tokens and tokens with a line break left out; TFT's placeholder line when
+nothing passes the threshold).
 
-Each is a ``CacheablePTransformAnalyzer``, whose per-dataset accumulator is the token counts:
-with TFT's analyzer cache a window of days is analysed by counting only the new day and
-merging the cached counts of the others. (One analyzer for all vocabularies would be leaner
-still, but TFT caches only single-output analyzers, and each vocabulary is its own asset.)
+With a window of days (``[analysis] window_days > 1``) each is a
+``CacheablePTransformAnalyzer`` (16 transforms), whose per-dataset accumulator is the token
+counts: with TFT's analyzer cache a window is analysed by counting only the new day and
+merging the cached counts of the others. Without one it is a single step of 7 transforms.
+(One analyzer for all vocabularies would be leaner still, but TFT caches only single-output
+analyzers, and each vocabulary is its own asset.)
 
 Imported by the preprocessing_fn only (it loads TFT's Beam side).
 """
@@ -26,6 +28,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import tensorflow_transform as tft
 from tensorflow_transform.beam import experimental as tft_beam_experimental
 
 # TFT's line for an empty vocabulary (analyzers.get_empy_vocabulary_dummy_value): a table
@@ -145,28 +148,43 @@ class _WriteVocabulary(_Stable, tft_beam_experimental.PTransformAnalyzer):
 
     def expand(self, counts):
         return (counts.pipeline
-                | "Once" >> beam.Create([None])
+                | "Once" >> beam.Impulse()
                 | "WriteVocabularyFile" >> beam.Map(
                     _write_file, beam.pvalue.AsList(counts), self.base_temp_dir, self.name,
                     self.min_count))
 
 
-def analyze(tokens: Mapping[str, object], min_counts: Mapping[str, int]) -> dict:
+class _CountMergeWrite(_WriteVocabulary):
+    """The whole vocabulary in one analyzer, for a job without the analyzer cache: TFT
+    wraps a cacheable analyzer's three steps in transforms of its own (16 in all), while
+    this is 7; a Criteo-shaped config has 26 vocabularies."""
+
+    def expand(self, batches):
+        return super().expand(batches | "Count" >> _CountBatches() | "Merge" >> _MergeAll())
+
+
+def _analyzer(name: str, min_count: int, cacheable: bool):
+    if not cacheable:
+        return _CountMergeWrite(name, min_count)
+    return tft.experimental.CacheablePTransformAnalyzer(
+        make_accumulators_ptransform=_CountBatches(),
+        merge_accumulators_ptransform=_MergeAll(),
+        extract_output_ptransform=_WriteVocabulary(name, min_count),
+        cache_coder=_CountsCoder())
+
+
+def analyze(tokens: Mapping[str, object], min_counts: Mapping[str, int],
+            cacheable: bool) -> dict:
     """{vocabulary file name: its deferred path tensor} for {file name: string tensor of
-    tokens (dense, or a SparseTensor's values)}; call inside a preprocessing_fn."""
+    tokens (dense, or a SparseTensor's values)}; call inside a preprocessing_fn. Only a
+    ``cacheable`` vocabulary's counts can come from TFT's analyzer cache (a window of days)."""
     import tensorflow as tf
-    import tensorflow_transform as tft
 
     paths = {}
     for name, values in tokens.items():
-        analyzer = tft.experimental.CacheablePTransformAnalyzer(
-            make_accumulators_ptransform=_CountBatches(),
-            merge_accumulators_ptransform=_MergeAll(),
-            extract_output_ptransform=_WriteVocabulary(name, min_counts[name]),
-            cache_coder=_CountsCoder())
         flat = values.values if isinstance(values, tf.SparseTensor) else tf.reshape(values, [-1])
         (paths[name],) = tft.experimental.ptransform_analyzer(
-            [flat], analyzer, output_dtypes=[tf.string], output_shapes=[[]],
-            output_asset_default_values=[EMPTY_VOCABULARY_TOKEN], name=name)
+            [flat], _analyzer(name, min_counts[name], cacheable), output_dtypes=[tf.string],
+            output_shapes=[[]], output_asset_default_values=[EMPTY_VOCABULARY_TOKEN], name=name)
         tft.annotate_asset(name, name)
     return paths
