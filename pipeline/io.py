@@ -626,6 +626,31 @@ def hash_fraction(keys: Iterable[bytes]) -> np.ndarray:
     return np.fromiter((zlib.crc32(k) / 2**32 for k in keys), dtype=np.float64)
 
 
+class _EvalMasks(beam.PTransform):
+    """Record batches → (batch, whether each row is eval) by hash of a key column or by the
+    newest days."""
+
+    def __init__(self, split: cfg.SplitSpec):
+        super().__init__()
+        self.split = split
+
+    def expand(self, batches):
+        split = self.split
+        if split.method != "day":
+            return batches | "MaskByKeyHash" >> beam.Map(
+                lambda b: (b, hash_fraction(_scalars(b, split.key)) < split.eval_fraction))
+        days = (batches
+                | "Days" >> beam.FlatMap(lambda b: set(_scalars(b, split.day_column)))
+                | "DistinctDays" >> beam.Distinct()
+                | "AllDays" >> beam.combiners.ToList())
+        eval_days = days | "EvalDays" >> beam.Map(
+            lambda ds: set(sorted(ds)[-split.eval_days:]) if len(ds) > split.eval_days else set())
+        return batches | "MaskByDay" >> beam.Map(
+            lambda b, ed: (b, np.fromiter((d in ed for d in _scalars(b, split.day_column)),
+                                          dtype=bool, count=b.num_rows)),
+            beam.pvalue.AsSingleton(eval_days))
+
+
 class SplitTrainEval(beam.PTransform):
     """Record batches → (train, eval) by hash of a key column or by the newest days."""
 
@@ -634,26 +659,22 @@ class SplitTrainEval(beam.PTransform):
         self.split = split
 
     def expand(self, batches):
-        split = self.split
-        if split.method == "day":
-            days = (batches
-                    | "Days" >> beam.FlatMap(lambda b: set(_scalars(b, split.day_column)))
-                    | "DistinctDays" >> beam.Distinct()
-                    | "AllDays" >> beam.combiners.ToList())
-            eval_days = days | "EvalDays" >> beam.Map(
-                lambda ds: set(sorted(ds)[-split.eval_days:]) if len(ds) > split.eval_days else set())
-            masks = batches | "MaskByDay" >> beam.Map(
-                lambda b, ed: (b, np.fromiter((d in ed for d in _scalars(b, split.day_column)),
-                                              dtype=bool, count=b.num_rows)),
-                beam.pvalue.AsSingleton(eval_days))
-        else:
-            masks = batches | "MaskByKeyHash" >> beam.Map(
-                lambda b: (b, hash_fraction(_scalars(b, split.key)) < split.eval_fraction))
-        parts = masks | "Route" >> beam.FlatMap(_route).with_outputs("eval", main="train")
+        parts = (batches | "Mask" >> _EvalMasks(self.split)
+                 | "Route" >> beam.FlatMap(_route).with_outputs("eval", main="train"))
         return parts.train, parts.eval
 
 
 VALIDATION_SALT = b"validation\0"  # independent of the train/eval split's hash
+
+
+def _holdout_key_columns(config: cfg.FeatureConfig) -> list[str]:
+    key = config.split.key
+    return [key] if key else [c.name for c in config.raw_columns if c.kind != cfg.MULTIVALENT]
+
+
+def _validation_mask(batch: pa.RecordBatch, key_columns: Sequence[str],
+                     fraction: float) -> np.ndarray:
+    return hash_fraction(VALIDATION_SALT + k for k in _row_keys(batch, key_columns)) < fraction
 
 
 class HoldOut(beam.PTransform):
@@ -664,17 +685,57 @@ class HoldOut(beam.PTransform):
     def __init__(self, config: cfg.FeatureConfig, fraction: float):
         super().__init__()
         self.fraction = fraction
-        key = config.split.key
-        self.key_columns = ([key] if key else
-                            [c.name for c in config.raw_columns if c.kind != cfg.MULTIVALENT])
+        self.key_columns = _holdout_key_columns(config)
 
     def expand(self, batches):
         fraction, key_columns = self.fraction, self.key_columns
         masks = batches | "MaskByRowHash" >> beam.Map(
-            lambda b: (b, hash_fraction(VALIDATION_SALT + k for k in _row_keys(b, key_columns))
-                       < fraction))
+            lambda b: (b, _validation_mask(b, key_columns, fraction)))
         parts = masks | "Route" >> beam.FlatMap(_route).with_outputs("eval", main="train")
         return parts.train, parts.eval
+
+
+SPLIT_COLUMN = "__widedeep_split__"  # not a config column: TFT passes it through
+SPLIT_NAMES = ("train", "eval", "validation")  # a row's split id indexes this
+
+
+def with_split_ids(batch: pa.RecordBatch, ids) -> pa.RecordBatch:
+    """The batch with SPLIT_COLUMN: a split id per row (an array), or one for every row."""
+    ids = np.broadcast_to(np.asarray(ids, dtype=np.int64), (batch.num_rows,))
+    offsets = pa.array(np.arange(batch.num_rows + 1, dtype=np.int64))
+    return batch.append_column(SPLIT_COLUMN, pa.LargeListArray.from_arrays(
+        offsets, pa.array(ids, pa.int64())))
+
+
+def _with_split_ids(batch_and_eval, key_columns: Sequence[str], fraction: float):
+    batch, is_eval = batch_and_eval
+    ids = np.where(is_eval, SPLIT_NAMES.index("eval"), SPLIT_NAMES.index("train"))
+    if fraction:
+        ids[~is_eval & _validation_mask(batch, key_columns, fraction)] = SPLIT_NAMES.index(
+            "validation")
+    return with_split_ids(batch, ids)
+
+
+class TagSplits(beam.PTransform):
+    """Record batches → the same batches with each row's split (an index into SPLIT_NAMES)
+    in one more column, by the rules of SplitTrainEval and HoldOut, so that every split can
+    go through one TFT transform and be told apart after it. ``rows`` says what the input
+    is: "split" (split it by the config's rule), "train" (a separate eval input's other
+    side: train and validation) or "eval" (that eval input)."""
+
+    def __init__(self, config: cfg.FeatureConfig, rows: str = "split"):
+        super().__init__()
+        self.config, self.rows = config, rows
+
+    def expand(self, batches):
+        if self.rows == "split":
+            masks = batches | "Mask" >> _EvalMasks(self.config.split)
+        else:
+            every = self.rows == "eval"
+            masks = batches | "Mask" >> beam.Map(lambda b: (b, np.full(b.num_rows, every)))
+        fraction = self.config.split.validation_fraction if self.rows != "eval" else 0.0
+        return masks | "Tag" >> beam.Map(_with_split_ids, _holdout_key_columns(self.config),
+                                         fraction)
 
 
 def _row_keys(batch: pa.RecordBatch, columns: Sequence[str]) -> list[bytes]:

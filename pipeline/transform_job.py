@@ -22,6 +22,7 @@ import zlib
 from typing import Callable, Sequence
 
 import apache_beam as beam
+import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
@@ -290,6 +291,74 @@ def _train_parts(pipeline, config: cfg.FeatureConfig, name: str, input_paths: Se
     return train_rows, validation_rows, eval_rows, dead
 
 
+def _rows_to_transform(pipeline, config: cfg.FeatureConfig, input_paths: Sequence[str],
+                       eval_paths: Sequence[str]) -> list[tuple]:
+    """[(record batches with each row's split in wd_io.SPLIT_COLUMN, the splits they hold)].
+
+    The rows are read a second time: the first read streams into the analyzers and
+    statistics, while rows kept for after the analysis would wait in the DirectRunner's
+    memory, all of them (about 2.4 GB a million app-store rows, measured by bench/scale.py).
+    Reading the files again costs seconds a million rows. A separate eval input is a read
+    of its own (joining two reads would be a Flatten, which the DirectRunner materializes).
+    """
+    fitted = ("train", "validation") if config.split.validation_fraction else ("train",)
+
+    def read(label: str, input_paths: Sequence[str], rows: str):
+        batches, _ = pipeline | f"Read{label}" >> wd_io.ReadImpressions(
+            config, input_paths, counted=False)
+        return batches | f"Tag{label}" >> wd_io.TagSplits(config, rows)
+
+    if eval_paths:
+        return [(read("ToTransform", input_paths, "train"), fitted),
+                (read("EvalToTransform", eval_paths, "eval"), ("eval",))]
+    return [(read("ToTransform", input_paths, "split"), (fitted[0], "eval", *fitted[1:]))]
+
+
+def _rows_of_split(batch: pa.RecordBatch, name: str):
+    """The rows of one split, without the split column (nothing when the batch has none)."""
+    ids = batch.column(wd_io.SPLIT_COLUMN).flatten().to_numpy()
+    mask = ids == wd_io.SPLIT_NAMES.index(name)
+    batch = batch.drop_columns([wd_io.SPLIT_COLUMN])
+    if mask.all():
+        yield batch
+    elif mask.any():
+        yield batch.filter(pa.array(mask))
+
+
+def _route_splits(batch_and_passthrough, kept: Sequence[str]):
+    batch = batch_and_passthrough[0]
+    for name in kept:
+        for rows in _rows_of_split(batch, name):
+            yield beam.pvalue.TaggedOutput(name, rows)
+
+
+class TransformSplits(beam.PTransform):
+    """Raw record batches tagged with their rows' splits → {split: transformed batches},
+    through one ``TransformDataset``: each one loads the transform graph in every worker
+    (about a second for a 40-column config), so the splits share one, and the split column
+    passes through TFT to route the rows after it."""
+
+    def __init__(self, adapter, transform_fn, kept: Sequence[str]):
+        super().__init__()
+        self.adapter, self.transform_fn, self.kept = adapter, transform_fn, tuple(kept)
+
+    def expand(self, rows):
+        import tensorflow_transform.beam as tft_beam
+        from tfx_bsl.public import tfxio
+
+        adapter = tfxio.TensorAdapterConfig(
+            self.adapter.arrow_schema.append(pa.field(wd_io.SPLIT_COLUMN,
+                                                      pa.large_list(pa.int64()))),
+            self.adapter.tensor_representations)
+        with tft_beam.Context(passthrough_keys={wd_io.SPLIT_COLUMN}):
+            transformed, _ = (((rows, adapter), self.transform_fn)
+                              | "TransformDataset" >> tft_beam.TransformDataset(
+                                  output_record_batches=True))
+        parts = transformed | "Route" >> beam.FlatMap(_route_splits, self.kept).with_outputs(
+            *self.kept)
+        return {name: parts[name] for name in self.kept}
+
+
 def _flatten(pcolls: list, name: str):
     return pcolls[0] if len(pcolls) == 1 else tuple(pcolls) | name >> beam.Flatten()
 
@@ -303,19 +372,12 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_pat
     import tensorflow_transform.beam as tft_beam
 
     read_rows: list = []
-    train_rows, validation_rows, eval_rows, dead = _train_parts(
+    train_rows, validation_rows, _, dead = _train_parts(
         pipeline, config, "Impressions", input_paths, eval_paths, counter=ROWS_VALID_COUNTER,
         read_rows=read_rows)
-    label = config.label.column
     # Every valid row of the job's own input (the window's earlier days are not in them).
     _ = tuple(read_rows) | "ColumnStats" >> column_stats.ColumnStatistics(
         config, output_dir, known_values)
-    # The rows to transform are read a second time: the first read streams into the
-    # analyzers and statistics, while rows kept for after the analysis would wait in the
-    # DirectRunner's memory, all of them (about 2.4 GB a million app-store rows, measured
-    # by bench/scale.py). Reading the files again costs seconds a million rows.
-    second_read = _train_parts(pipeline, config, "ImpressionsToTransform", input_paths,
-                               eval_paths, counted=False)
     adapter = tensor_adapter_config(config)
     preprocessing_fn = features.make_preprocessing_fn(config)
     if window is None:
@@ -326,25 +388,27 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_pat
         transform_fn, trained, validated, dead_letters = _analyze_window(
             pipeline, config, window, input_paths, adapter, preprocessing_fn, train_rows,
             validation_rows, dead)
-    trained[0], validated[0], eval_rows, _ = second_read
-    train_rows = _flatten(trained, "TrainOnWindow") | "CountTrain" >> beam.Map(
-        _count_rows("rows_train", label))
-    eval_rows = eval_rows | "CountEval" >> beam.Map(_count_rows("rows_eval", label))
+    reads = _rows_to_transform(pipeline, config, input_paths, eval_paths)
+    if len(trained) > 1:  # training on the window: its earlier days join train and validation
+        earlier = [rows | f"TagEarlier{name}{i}" >> beam.Map(wd_io.with_split_ids,
+                                                             wd_io.SPLIT_NAMES.index(name))
+                   for name, parts in (("train", trained[1:]), ("validation", validated[1:]))
+                   for i, rows in enumerate(parts) if rows is not None]
+        rows, kept = reads[0]
+        reads[0] = ((rows, *earlier) | "TrainOnWindow" >> beam.Flatten(), kept)
+    splits: dict = {}
+    for i, (rows, kept) in enumerate(reads):
+        splits.update(rows | f"Transform{'Eval' if i else ''}" >> TransformSplits(
+            adapter, transform_fn, kept))
+    for name, transformed in splits.items():
+        title = name.title()
+        _ = (transformed
+             | f"Count{title}" >> beam.Map(_count_rows(f"rows_{name}", config.label.column))
+             | f"Write{title}" >> WriteExamples(paths.join(output_dir, name)))
+    raw_eval = reads[-1][0] | "RawEval" >> beam.FlatMap(_rows_of_split, "eval")
     dead = _flatten(dead_letters, "AllDeadLetters")
-
-    def transform(rows, name: str):
-        transformed, _ = (((rows, adapter), transform_fn)
-                          | f"Transform{name}" >> tft_beam.TransformDataset(
-                              output_record_batches=True))
-        _ = transformed | f"Write{name}" >> WriteExamples(paths.join(output_dir, name.lower()))
-
-    transform(train_rows, "Train")
-    transform(eval_rows, "Eval")
-    if validation_rows is not None:
-        transform(_flatten(validated, "ValidateOnWindow") | "CountValidation" >> beam.Map(
-            _count_rows("rows_validation", label)), "Validation")
     _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(output_dir)
-    _ = eval_rows | "WriteRawEval" >> WriteExamples(paths.join(output_dir, "eval_raw"))
+    _ = raw_eval | "WriteRawEval" >> WriteExamples(paths.join(output_dir, "eval_raw"))
     _ = (dead
          | "DeadLetterToJson" >> beam.Map(beam_job.count_dead_letter)
          | "WriteDeadLetters" >> beam.io.WriteToText(
