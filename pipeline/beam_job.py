@@ -118,8 +118,45 @@ def options_from(pipeline_args: Sequence[str]) -> PipelineOptions:
     return _ViewCachingOptions(list(pipeline_args))
 
 
+def _nbytes(value) -> int | None:
+    """The in-memory size of an Arrow or numpy value (or a tuple, list or dict of them)."""
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    if isinstance(value, (tuple, list, dict)):
+        sizes = [_nbytes(part) for part in (value.values() if isinstance(value, dict) else value)]
+        return None if None in sizes else sum(sizes)
+    return None
+
+
+@functools.cache
+def _size_whole_batches_cheaply() -> None:
+    """Beam samples the size of elements on every PCollection (the first ten, then ten
+    per reservoir step) for its byte counters, and sizes an element its fast coder does
+    not know by encoding it: pickling. Ours are Arrow record batches and numpy arrays of
+    whole batches, and on the Criteo-shaped config a million rows pickled 8.4 GB of them,
+    6.5 s of the job's 70, only to count bytes. Values that know their size (``nbytes``)
+    now report it; everything else is measured as before, and encoding is unchanged."""
+    from apache_beam.coders import coder_impl, coders
+
+    class SizedFastPrimitivesCoderImpl(coder_impl.FastPrimitivesCoderImpl):
+        def get_estimated_size_and_observables(self, value, nested=False):
+            nbytes = _nbytes(value)
+            if nbytes is None:
+                return super().get_estimated_size_and_observables(value, nested)
+            return nbytes, []
+
+    def create_impl(coder):
+        return SizedFastPrimitivesCoderImpl(coder._fallback_coder.get_impl())
+
+    coders.FastPrimitivesCoder._create_impl = create_impl
+
+
 def new_pipeline(options: PipelineOptions) -> beam.Pipeline:
+    """A Beam pipeline with the two speed-ups above (both only change how Beam measures
+    and inspects, never what runs or what is written)."""
     _memoize_dofn_specs()
+    _size_whole_batches_cheaply()
     return beam.Pipeline(options=options)
 
 

@@ -626,9 +626,12 @@ def hash_fraction(keys: Iterable[bytes]) -> np.ndarray:
     return np.fromiter((zlib.crc32(k) / 2**32 for k in keys), dtype=np.float64)
 
 
-class _EvalMasks(beam.PTransform):
-    """Record batches → (batch, whether each row is eval) by hash of a key column or by the
-    newest days."""
+class EvalDays(beam.PTransform):
+    """Record batches → the set of days a "day" split sends to eval (the newest ones).
+
+    A side input computed from the very rows it splits makes the DirectRunner hold all of
+    them until it is known, so the transform job computes it on its first read of the
+    rows and splits its second read by it."""
 
     def __init__(self, split: cfg.SplitSpec):
         super().__init__()
@@ -636,15 +639,28 @@ class _EvalMasks(beam.PTransform):
 
     def expand(self, batches):
         split = self.split
+        return (batches
+                | "Days" >> beam.FlatMap(lambda b: set(_scalars(b, split.day_column)))
+                | "DistinctDays" >> beam.Distinct()
+                | "AllDays" >> beam.combiners.ToList()
+                | "EvalDays" >> beam.Map(lambda ds: set(sorted(ds)[-split.eval_days:])
+                                         if len(ds) > split.eval_days else set()))
+
+
+class _EvalMasks(beam.PTransform):
+    """Record batches → (batch, whether each row is eval) by hash of a key column or by the
+    newest days (``eval_days``, from :class:`EvalDays`: of these rows when not given)."""
+
+    def __init__(self, split: cfg.SplitSpec, eval_days=None):
+        super().__init__()
+        self.split, self.eval_days = split, eval_days
+
+    def expand(self, batches):
+        split = self.split
         if split.method != "day":
             return batches | "MaskByKeyHash" >> beam.Map(
                 lambda b: (b, hash_fraction(_scalars(b, split.key)) < split.eval_fraction))
-        days = (batches
-                | "Days" >> beam.FlatMap(lambda b: set(_scalars(b, split.day_column)))
-                | "DistinctDays" >> beam.Distinct()
-                | "AllDays" >> beam.combiners.ToList())
-        eval_days = days | "EvalDays" >> beam.Map(
-            lambda ds: set(sorted(ds)[-split.eval_days:]) if len(ds) > split.eval_days else set())
+        eval_days = self.eval_days or batches | "EvalDays" >> EvalDays(split)
         return batches | "MaskByDay" >> beam.Map(
             lambda b, ed: (b, np.fromiter((d in ed for d in _scalars(b, split.day_column)),
                                           dtype=bool, count=b.num_rows)),
@@ -654,12 +670,12 @@ class _EvalMasks(beam.PTransform):
 class SplitTrainEval(beam.PTransform):
     """Record batches → (train, eval) by hash of a key column or by the newest days."""
 
-    def __init__(self, split: cfg.SplitSpec):
+    def __init__(self, split: cfg.SplitSpec, eval_days=None):
         super().__init__()
-        self.split = split
+        self.split, self.eval_days = split, eval_days
 
     def expand(self, batches):
-        parts = (batches | "Mask" >> _EvalMasks(self.split)
+        parts = (batches | "Mask" >> _EvalMasks(self.split, self.eval_days)
                  | "Route" >> beam.FlatMap(_route).with_outputs("eval", main="train"))
         return parts.train, parts.eval
 
@@ -720,16 +736,17 @@ class TagSplits(beam.PTransform):
     """Record batches → the same batches with each row's split (an index into SPLIT_NAMES)
     in one more column, by the rules of SplitTrainEval and HoldOut, so that every split can
     go through one TFT transform and be told apart after it. ``rows`` says what the input
-    is: "split" (split it by the config's rule), "train" (a separate eval input's other
-    side: train and validation) or "eval" (that eval input)."""
+    is: "split" (split it by the config's rule; ``eval_days`` as for SplitTrainEval),
+    "train" (a separate eval input's other side: train and validation) or "eval" (that
+    eval input)."""
 
-    def __init__(self, config: cfg.FeatureConfig, rows: str = "split"):
+    def __init__(self, config: cfg.FeatureConfig, rows: str = "split", eval_days=None):
         super().__init__()
-        self.config, self.rows = config, rows
+        self.config, self.rows, self.eval_days = config, rows, eval_days
 
     def expand(self, batches):
         if self.rows == "split":
-            masks = batches | "Mask" >> _EvalMasks(self.config.split)
+            masks = batches | "Mask" >> _EvalMasks(self.config.split, self.eval_days)
         else:
             every = self.rows == "eval"
             masks = batches | "Mask" >> beam.Map(lambda b: (b, np.full(b.num_rows, every)))

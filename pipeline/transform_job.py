@@ -262,11 +262,12 @@ def day_key(day: str, day_paths: Sequence[str]) -> str:
 
 def _train_parts(pipeline, config: cfg.FeatureConfig, name: str, input_paths: Sequence[str],
                  eval_paths: Sequence[str] = (), counter: str = "", counted: bool = True,
-                 read_rows: list | None = None):
+                 read_rows: list | None = None, eval_days: list | None = None):
     """(fit, validation or None, eval, dead letters) of one input: read, split, held out.
     ``counter`` counts the valid rows read, which the splits must account for; a read
     that is not ``counted`` (the second one of the same files) leaves the reader's counters
-    alone. ``read_rows`` gets the rows of each read, before any split."""
+    alone. ``read_rows`` gets the rows of each read, before any split, and ``eval_days`` the
+    days a "day" split sends to eval (:class:`pipeline.io.EvalDays`)."""
     def read(label: str, input_paths: Sequence[str]):
         rows, dead = pipeline | label >> wd_io.ReadImpressions(
             config, input_paths, count_missing=bool(counter), counted=counted)
@@ -283,7 +284,10 @@ def _train_parts(pipeline, config: cfg.FeatureConfig, name: str, input_paths: Se
             read_rows.append(eval_rows)
         dead = (dead, eval_dead) | f"DeadLetters{name}" >> beam.Flatten()
     else:
-        train_rows, eval_rows = rows | f"Split{name}" >> wd_io.SplitTrainEval(config.split)
+        if config.split.method == "day" and eval_days is not None:
+            eval_days.append(rows | f"EvalDays{name}" >> wd_io.EvalDays(config.split))
+        train_rows, eval_rows = rows | f"Split{name}" >> wd_io.SplitTrainEval(
+            config.split, eval_days[0] if eval_days else None)
     validation_rows = None
     if config.split.validation_fraction:
         train_rows, validation_rows = train_rows | f"HoldOut{name}" >> wd_io.HoldOut(
@@ -292,21 +296,23 @@ def _train_parts(pipeline, config: cfg.FeatureConfig, name: str, input_paths: Se
 
 
 def _rows_to_transform(pipeline, config: cfg.FeatureConfig, input_paths: Sequence[str],
-                       eval_paths: Sequence[str]) -> list[tuple]:
+                       eval_paths: Sequence[str], eval_days=None) -> list[tuple]:
     """[(record batches with each row's split in wd_io.SPLIT_COLUMN, the splits they hold)].
 
     The rows are read a second time: the first read streams into the analyzers and
     statistics, while rows kept for after the analysis would wait in the DirectRunner's
     memory, all of them (about 2.4 GB a million app-store rows, measured by bench/scale.py).
     Reading the files again costs seconds a million rows. A separate eval input is a read
-    of its own (joining two reads would be a Flatten, which the DirectRunner materializes).
+    of its own (joining two reads would be a Flatten, which the DirectRunner materializes);
+    a "day" split takes its eval days from the first read (``eval_days``), for the same
+    reason.
     """
     fitted = ("train", "validation") if config.split.validation_fraction else ("train",)
 
     def read(label: str, input_paths: Sequence[str], rows: str):
         batches, _ = pipeline | f"Read{label}" >> wd_io.ReadImpressions(
             config, input_paths, counted=False)
-        return batches | f"Tag{label}" >> wd_io.TagSplits(config, rows)
+        return batches | f"Tag{label}" >> wd_io.TagSplits(config, rows, eval_days)
 
     if eval_paths:
         return [(read("ToTransform", input_paths, "train"), fitted),
@@ -372,9 +378,10 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_pat
     import tensorflow_transform.beam as tft_beam
 
     read_rows: list = []
+    eval_days: list = []
     train_rows, validation_rows, _, dead = _train_parts(
         pipeline, config, "Impressions", input_paths, eval_paths, counter=ROWS_VALID_COUNTER,
-        read_rows=read_rows)
+        read_rows=read_rows, eval_days=eval_days)
     # Every valid row of the job's own input (the window's earlier days are not in them).
     _ = tuple(read_rows) | "ColumnStats" >> column_stats.ColumnStatistics(
         config, output_dir, known_values)
@@ -388,7 +395,8 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_pat
         transform_fn, trained, validated, dead_letters = _analyze_window(
             pipeline, config, window, input_paths, adapter, preprocessing_fn, train_rows,
             validation_rows, dead)
-    reads = _rows_to_transform(pipeline, config, input_paths, eval_paths)
+    reads = _rows_to_transform(pipeline, config, input_paths, eval_paths,
+                               eval_days[0] if eval_days else None)
     if len(trained) > 1:  # training on the window: its earlier days join train and validation
         earlier = [rows | f"TagEarlier{name}{i}" >> beam.Map(wd_io.with_split_ids,
                                                              wd_io.SPLIT_NAMES.index(name))
