@@ -52,6 +52,12 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray, points: int = 200):
     return fpr[keep], tpr[keep]
 
 
+def roc_points(labels: np.ndarray, scores: np.ndarray) -> dict[str, list[float]]:
+    """:func:`roc_curve` as the JSON the report plots."""
+    fpr, tpr = roc_curve(labels, scores)
+    return {"fpr": fpr.round(5).tolist(), "tpr": tpr.round(5).tolist()}
+
+
 def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
     p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-7, 1 - 1e-7)
     y = np.asarray(labels, dtype=np.float64)
@@ -218,7 +224,6 @@ def evaluate_export(export_dir: str, raw_eval: RawEval) -> tuple[dict, np.ndarra
     probabilities = np.concatenate([predict(batch) for batch in raw_eval.batches()]
                                    or [np.zeros([0], np.float32)])
     result = metrics(raw_eval.labels, probabilities)
-    fpr, tpr = roc_curve(raw_eval.labels, probabilities)
     result["slices"] = sliced_metrics(raw_eval.labels, probabilities, raw_eval.slices)
-    result["roc"] = {"fpr": fpr.round(5).tolist(), "tpr": tpr.round(5).tolist()}
+    result["roc"] = roc_points(raw_eval.labels, probabilities)
     return result, probabilities
