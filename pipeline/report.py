@@ -220,7 +220,7 @@ def _section(title: str, body: str) -> str:
 # pyplot's global figure state or needs a display.
 
 
-def _figure(width: float, height: float):
+def figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -250,7 +250,7 @@ def _train_curve(history: list[dict], train_scalars: dict[str, dict[int, float]]
 
 
 def _curves_plot(history: list[dict], train_scalars: dict[str, dict[int, float]]) -> str:
-    fig = _figure(10, 3.6)
+    fig = figure(10, 3.6)
     for ax, metric, title in zip(fig.subplots(1, 2), ("log_loss", "auc"), ("log loss", "AUC")):
         ax.plot(*_train_curve(history, train_scalars, metric), "o-", markersize=3,
                 label="train (running mean over the epoch)")
@@ -270,7 +270,7 @@ def _curves_plot(history: list[dict], train_scalars: dict[str, dict[int, float]]
 
 
 def _roc_plot(models: list[tuple[str, dict]]) -> str:
-    fig = _figure(5.5, 5.5)
+    fig = figure(5.5, 5.5)
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], ":", color="grey", label="chance (AUC 0.5)")
     for i, (name, metrics) in enumerate(models):
@@ -432,7 +432,7 @@ def _drift_plot(drift: Mapping[str, Mapping]) -> str:
     names = list(drift)
     values = [drift[n]["value"] or 0.0 for n in names]
     thresholds = [drift[n]["threshold"] for n in names]
-    fig = _figure(6.5, 0.8 + 0.28 * len(names))
+    fig = figure(6.5, 0.8 + 0.28 * len(names))
     ax = fig.add_subplot()
     ax.barh(range(len(names)), values, color=["#c0392b" if v > t else "#4a78a8"
                                              for v, t in zip(values, thresholds)])
