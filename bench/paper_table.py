@@ -136,8 +136,9 @@ def select_and_score(config, transform_dir: str, work_dir: str, budget, grids: d
     return grid_results, labels, models
 
 
-def true_eval_probabilities(config, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, true install probabilities) of the eval split's rows, from the generator."""
+def true_probability_scores(config, args, labels) -> dict:
+    """AUC and log loss of the generator's own install probabilities on the eval rows."""
+    from pipeline import gate
     from pipeline import io as wd_io
     from transforms import synthetic
 
@@ -145,11 +146,18 @@ def true_eval_probabilities(config, rows: int, seed: int) -> tuple[np.ndarray, n
     if split.method != "hash":
         raise SystemExit(f"bench: {config.source}: split.method = {split.method!r}; the upper "
                          "bound needs the hash split to know which generated rows are eval")
-    day = synthetic.simulate_day(synthetic.make_world(seed), 0, rows)
+    day = synthetic.simulate_day(synthetic.make_world(args.seed), 0, args.rows)
     keys = (str(k).encode() for k in day.table.column(split.key).to_pylist())
     is_eval = wd_io.hash_fraction(keys) < split.eval_fraction
-    labels = day.table.column(config.label.column).to_numpy()
-    return labels[is_eval], day.probability[is_eval]
+    true_labels = day.table.column(config.label.column).to_numpy()[is_eval]
+    true_probabilities = day.probability[is_eval]
+    # The generator's eval rows must be the transform's: same count, same positives.
+    if (len(true_labels), int(true_labels.sum())) != (len(labels), int(labels.sum())):
+        raise SystemExit(f"bench: the generator's eval rows ({len(true_labels)}, "
+                         f"{int(true_labels.sum())} positive) are not the transform's "
+                         f"({len(labels)}, {int(labels.sum())} positive)")
+    return {**_headline(gate.metrics(true_labels, true_probabilities)),
+            "roc": gate.roc_points(true_labels, true_probabilities)}
 
 
 def _headline(m: dict) -> dict:
@@ -210,7 +218,7 @@ def main(argv=None) -> dict:
         if not args.work_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
 
-    truth = _true_probability_scores(config, args, labels)
+    truth = true_probability_scores(config, args, labels)
     for model_type, m in models.items():
         m["gain_over_wide"] = round(m["auc"] - models["wide"]["auc"], 5)
     truth["gain_over_wide"] = round(truth["auc"] - models["wide"]["auc"], 5)
@@ -251,20 +259,6 @@ def main(argv=None) -> dict:
     page = _write_page(args, len(labels), budget, ordering, models, truth)
     common.log(f"figures in {args.out}; table and ROC curves in {page}")
     return result
-
-
-def _true_probability_scores(config, args, labels) -> dict:
-    """AUC and log loss of the generator's own click probabilities on the eval rows."""
-    from pipeline import gate
-
-    true_labels, true_probabilities = true_eval_probabilities(config, args.rows, args.seed)
-    # The generator's eval rows must be the transform's: same count, same positives.
-    if (len(true_labels), int(true_labels.sum())) != (len(labels), int(labels.sum())):
-        raise SystemExit(f"bench: the generator's eval rows ({len(true_labels)}, "
-                         f"{int(true_labels.sum())} positive) are not the transform's "
-                         f"({len(labels)}, {int(labels.sum())} positive)")
-    return {**_headline(gate.metrics(true_labels, true_probabilities)),
-            "roc": gate.roc_points(true_labels, true_probabilities)}
 
 
 def _write_page(args, eval_rows: int, budget, ordering: bool, models: dict, truth: dict) -> str:

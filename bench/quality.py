@@ -63,20 +63,15 @@ def prepare_dataset(name: str, work: str, rows: int) -> tuple[str, str, str | No
 # Wide & Deep
 
 
-def score_model(config, transform_dir: str, model_dir: str) -> dict:
-    """Exact metrics of a trained model on the transformed eval split."""
-    from pipeline import gate
-
-    return gate.metrics(*common.eval_predictions(config, transform_dir, model_dir))
-
-
 def widedeep(config, transform_dir: str, work: str, name: str, params) -> dict:
+    from pipeline import gate
     from trainer.train import train
 
     started = time.time()
     summary = train(config, transform_dir, os.path.join(work, name), params=params,
                     log=lambda line: None)
-    result = score_model(config, transform_dir, os.path.join(work, name))
+    result = gate.metrics(*common.eval_predictions(config, transform_dir,
+                                                   os.path.join(work, name)))
     return {**_headline(result), "seconds": round(time.time() - started, 1),
             "setting": f"best epoch {summary.get('best_epoch')}"}
 
@@ -218,9 +213,9 @@ def run_dataset(name: str, config_path: str, input_glob: str, eval_glob: str | N
         print(f"{name}: {label}: {models[label]}", flush=True)
     if tune_trials:
         started = time.time()
-        tune.tune(config, transform_dir, os.path.join(work, "tune"), trials=tune_trials,
-                  timeout_seconds=tune_minutes * 60, log=lambda line: print(line, flush=True))
-        winner = json.load(open(os.path.join(work, "tune", tune.TRIALS_FILE)))[0]
+        winner = tune.tune(config, transform_dir, os.path.join(work, "tune"), trials=tune_trials,
+                           timeout_seconds=tune_minutes * 60,
+                           log=lambda line: print(line, flush=True))
         params = dataclasses.replace(config.train, **{
             k: tuple(v) if isinstance(v, list) else v for k, v in winner["params"].items()})
         label = f"Wide & Deep (tuned, {tune_trials} trials ≤ {tune_minutes:g} min)"

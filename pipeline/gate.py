@@ -34,7 +34,6 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     order = np.argsort(scores, kind="mergesort")
     sorted_scores = np.asarray(scores)[order]
     ranks = np.empty(len(scores), dtype=np.float64)
-    # average ranks over ties
     _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
     average = first + (counts + 1) / 2.0
     ranks[order] = np.repeat(average, counts)

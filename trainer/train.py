@@ -189,11 +189,8 @@ def _early_stop(history: list[dict], patience: int) -> bool:
 def _auc_text(metrics: dict) -> str:
     if metrics["auc"] == metrics["auc"]:
         return f"{metrics['auc']:.4f}"
-    return f"n/a (the eval split has only {_one_class(metrics['positive_rate'])})"
-
-
-def _one_class(positive_rate: float) -> str:
-    return ("positive" if positive_rate == 1.0 else "negative") + " examples"
+    only = "positive" if metrics["positive_rate"] == 1.0 else "negative"
+    return f"n/a (the eval split has only {only} examples)"
 
 
 @dataclasses.dataclass(frozen=True)
