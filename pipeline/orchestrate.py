@@ -101,14 +101,11 @@ class Manifest:
         LOG.error("run record: could not save %s (%s); it still says the stage is running",
                   self.path, error)
 
-    def stage_done(self, name: str) -> bool:
-        return self.data.get("stages", {}).get(name, {}).get("outcome") == "done"
-
     def run_stage(self, name: str, fn: Callable[[], dict | None], output: str = "") -> dict:
         """Runs a stage, or skips it when this run finished it and its `output` (the file
         the stage writes last) is still there."""
         stages = self.data.setdefault("stages", {})
-        if self.stage_done(name) and not self._ran_a_stage:
+        if stages.get(name, {}).get("outcome") == "done" and not self._ran_a_stage:
             if not output or paths.exists(output):
                 LOG.info("%s: already done in this run, skipping", name)
                 return stages[name].get("result") or {}
