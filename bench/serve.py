@@ -209,9 +209,7 @@ def latency_worker(args) -> dict:
     cpu_ms = (time.process_time() - cpu_started) * 1000 / args.calls
     ms = seconds * 1000
     return {"threads": int(args.threads), "calls": args.calls, "batch": len(requests[0]),
-            "p50_ms": round(float(np.percentile(ms, 50)), 3),
-            "p90_ms": round(float(np.percentile(ms, 90)), 3),
-            "p99_ms": round(float(np.percentile(ms, 99)), 3),
+            **{f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 90, 99)},
             "min_ms": round(float(ms.min()), 3),
             "mean_ms": round(float(ms.mean()), 3), "max_ms": round(float(ms.max()), 3),
             # CPU time of all the process's threads per call: what the call costs, which a

@@ -37,6 +37,7 @@ import time
 import numpy as np
 
 import common  # noqa: E402  (first: the Keras mode, the repository on sys.path)
+from transforms import config as cfg  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -168,8 +169,6 @@ def _torch_wide_deep(inputs, params):
     import torch
     from torch import nn
 
-    from transforms import config as cfg
-
     class WideDeep(nn.Module):
         def __init__(self):
             super().__init__()
@@ -213,8 +212,6 @@ def _torch_wide_deep(inputs, params):
 def bench_torch(inputs, params, decoded, steps: int, warmup: int, threads: int) -> float:
     import torch
     from torch import nn
-
-    from transforms import config as cfg
 
     torch.set_num_threads(threads)
     torch.manual_seed(params.seed)
