@@ -9,6 +9,7 @@ this folder is on ``sys.path``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -58,6 +59,20 @@ def merge_results(path: str, key: str, figures: dict) -> None:
 
 
 SYNTHETIC = ("appstore", "criteo_like")
+# The unit tests' model size: a --smoke run checks that a script runs, not its speed.
+SMOKE_MODEL = {"hidden_units": (16, 8), "embedding_dim": 4, "batch_size": 128}
+
+
+def load_config(path: str | None = None, *, smoke_train: dict | None = None):
+    """A feature config (default: the shipped appstore.toml), with `smoke_train`'s values
+    in its [train] when given."""
+    from configs import shipped_config
+    from transforms import config as cfg
+
+    config = cfg.load_config(path or shipped_config("appstore.toml"))
+    if not smoke_train:
+        return config
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **smoke_train))
 
 
 def write_synthetic(name: str, raw_dir: str, rows: int, *, seed: int = 0,
@@ -111,3 +126,23 @@ def eval_predictions(config, transform_dir: str, model_dir: str):
         probabilities.append(model(features, training=False).numpy().ravel())
         labels.append(batch_labels.numpy().ravel())
     return np.concatenate(labels), np.concatenate(probabilities)
+
+
+def read_split(files: list[str], feature_spec: dict, label: str):
+    """(columns, labels) of transformed examples as numpy, in file order; a multivalent
+    column as (ids, ids per row)."""
+    import numpy as np
+    import tensorflow as tf
+
+    columns: dict[str, list] = {name: [] for name in feature_spec if name != label}
+    labels = []
+    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(8192):
+        parsed = tf.io.parse_example(batch, feature_spec)
+        labels.append(parsed.pop(label).numpy().ravel())
+        for name, value in parsed.items():
+            columns[name].append(
+                (value.values.numpy(), np.bincount(value.indices[:, 0].numpy(),
+                                                   minlength=int(value.dense_shape[0])))
+                if isinstance(value, tf.SparseTensor) else value.numpy())
+    return {name: tuple(map(np.concatenate, zip(*parts))) if isinstance(parts[0], tuple)
+            else np.concatenate(parts) for name, parts in columns.items()}, np.concatenate(labels)

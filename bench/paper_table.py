@@ -21,7 +21,7 @@ comparison on ``make run``'s data, so that each model gets the same chance:
 
 Printed: the selection grid, then the table (Model | Offline AUC | Log loss | Gain over wide,
 plus calibration = mean prediction / positive rate). The figures, with ROC points
-(``pipeline.gate.roc_curve``), are merged into ``--out`` under "paper_table", and
+(``pipeline.gate.roc_points``), are merged into ``--out`` under "paper_table", and
 ``paper_table.html`` beside it shows the table with the four ROC curves (self-contained).
 
     python bench/paper_table.py [--rows 200000] [--seed 0] [--config TOML]
@@ -40,7 +40,6 @@ import time
 import numpy as np
 
 import common  # noqa: E402  (first: the Keras mode, the repository on sys.path)
-from common import merge_results  # noqa: E402
 
 DEFAULT_OUT = common.RESULTS_FILE
 RESULTS_KEY = "paper_table"
@@ -61,8 +60,7 @@ GRIDS = {
 SMOKE_ROWS = 3000
 SMOKE_GRIDS = {"wide": GRIDS["wide"][1:3], "deep": GRIDS["deep"][1:2],
                "wide_deep": GRIDS["wide_deep"][:1]}
-SMOKE_TRAIN = {"epochs": 1, "hidden_units": (16, 8), "embedding_dim": 4, "batch_size": 128}
-ROC_POINTS = 200
+SMOKE_TRAIN = {**common.SMOKE_MODEL, "epochs": 1}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -113,9 +111,9 @@ def select_and_score(config, transform_dir: str, work_dir: str, budget, grids: d
                       "log_loss": round(m["log_loss"], 5), "epoch": summary["best_epoch"],
                       "train_seconds": round(seconds, 1)}
             grid_results[model_type].append(result)
-            print(f"bench: select {model_type}: {_setting(setting)}: validation log loss "
-                  f"{result['log_loss']:.4f}, AUC {result['auc']:.4f}, epoch "
-                  f"{result['epoch']} ({seconds:.0f} s)", flush=True)
+            common.log(f"select {model_type}: {_setting(setting)}: validation log loss "
+                       f"{result['log_loss']:.4f}, AUC {result['auc']:.4f}, epoch "
+                       f"{result['epoch']} ({seconds:.0f} s)")
             if best is None or result["log_loss"] < best[0]["log_loss"]:
                 if best is not None:
                     shutil.rmtree(best[1])
@@ -132,14 +130,15 @@ def select_and_score(config, transform_dir: str, work_dir: str, budget, grids: d
         models[model_type] = {"params": result["params"],
                               **_headline(gate.metrics(labels, probabilities)),
                               "train_seconds": result["train_seconds"],
-                              "roc": _roc(labels, probabilities)}
-        print(f"bench: final {model_type}: eval AUC {models[model_type]['auc']:.4f}, "
-              f"log loss {models[model_type]['log_loss']:.4f}", flush=True)
+                              "roc": gate.roc_points(labels, probabilities)}
+        common.log(f"final {model_type}: eval AUC {models[model_type]['auc']:.4f}, "
+                   f"log loss {models[model_type]['log_loss']:.4f}")
     return grid_results, labels, models
 
 
-def true_eval_probabilities(config, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, true install probabilities) of the eval split's rows, from the generator."""
+def true_probability_scores(config, args, labels) -> dict:
+    """AUC and log loss of the generator's own install probabilities on the eval rows."""
+    from pipeline import gate
     from pipeline import io as wd_io
     from transforms import synthetic
 
@@ -147,23 +146,23 @@ def true_eval_probabilities(config, rows: int, seed: int) -> tuple[np.ndarray, n
     if split.method != "hash":
         raise SystemExit(f"bench: {config.source}: split.method = {split.method!r}; the upper "
                          "bound needs the hash split to know which generated rows are eval")
-    day = synthetic.simulate_day(synthetic.make_world(seed), 0, rows)
+    day = synthetic.simulate_day(synthetic.make_world(args.seed), 0, args.rows)
     keys = (str(k).encode() for k in day.table.column(split.key).to_pylist())
     is_eval = wd_io.hash_fraction(keys) < split.eval_fraction
-    labels = day.table.column(config.label.column).to_numpy()
-    return labels[is_eval], day.probability[is_eval]
+    true_labels = day.table.column(config.label.column).to_numpy()[is_eval]
+    true_probabilities = day.probability[is_eval]
+    # The generator's eval rows must be the transform's: same count, same positives.
+    if (len(true_labels), int(true_labels.sum())) != (len(labels), int(labels.sum())):
+        raise SystemExit(f"bench: the generator's eval rows ({len(true_labels)}, "
+                         f"{int(true_labels.sum())} positive) are not the transform's "
+                         f"({len(labels)}, {int(labels.sum())} positive)")
+    return {**_headline(gate.metrics(true_labels, true_probabilities)),
+            "roc": gate.roc_points(true_labels, true_probabilities)}
 
 
 def _headline(m: dict) -> dict:
     return {k: round(float(m[k]), 5) for k in ("auc", "log_loss", "calibration",
                                                "mean_prediction", "positive_rate")}
-
-
-def _roc(labels, scores) -> dict:
-    from pipeline import gate
-
-    fpr, tpr = gate.roc_curve(labels, scores, points=ROC_POINTS)
-    return {"fpr": fpr.round(5).tolist(), "tpr": tpr.round(5).tolist()}
 
 
 def _setting(params: dict) -> str:
@@ -195,12 +194,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     import tensorflow_transform.beam  # noqa: F401  (loaded before any clock starts)
 
-    from configs import shipped_config
     from pipeline import transform_job
-    from transforms.config import load_config
 
     transform_job.quiet_beam_logs()
-    config = load_config(args.config or shipped_config("appstore.toml"))
+    config = common.load_config(args.config)
     budget = dataclasses.replace(config.train, **(SMOKE_TRAIN if args.smoke else {}))
     grids = SMOKE_GRIDS if args.smoke else GRIDS
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench-paper-table-")
@@ -209,11 +206,11 @@ def main(argv=None) -> dict:
         transform_dir, stats = common.synthetic_transform(config, work_dir, args.rows,
                                                           seed=args.seed)
         rows_out = stats["rows_out"]
-        print(f"bench: {rows_out['train']:,} train rows to fit, {rows_out['validation']:,} "
-              f"held out to choose settings and epochs; budget: up to {budget.epochs} "
-              f"epoch(s), batch {budget.batch_size}, hidden {list(budget.hidden_units)}, "
-              f"embedding {budget.embedding_dim}, wide L1 {budget.wide_l1:g} L2 "
-              f"{budget.wide_l2:g}", flush=True)
+        common.log(f"{rows_out['train']:,} train rows to fit, {rows_out['validation']:,} "
+                   f"held out to choose settings and epochs; budget: up to {budget.epochs} "
+                   f"epoch(s), batch {budget.batch_size}, hidden {list(budget.hidden_units)}, "
+                   f"embedding {budget.embedding_dim}, wide L1 {budget.wide_l1:g} L2 "
+                   f"{budget.wide_l2:g}")
         grid_results, labels, models = select_and_score(config, transform_dir, work_dir,
                                                          budget, grids,
                                                          keep_models=bool(args.work_dir))
@@ -221,7 +218,7 @@ def main(argv=None) -> dict:
         if not args.work_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
 
-    truth = _true_probability_scores(config, args, labels)
+    truth = true_probability_scores(config, args, labels)
     for model_type, m in models.items():
         m["gain_over_wide"] = round(m["auc"] - models["wide"]["auc"], 5)
     truth["gain_over_wide"] = round(truth["auc"] - models["wide"]["auc"], 5)
@@ -258,24 +255,10 @@ def main(argv=None) -> dict:
         "wide_deep_beats_both": ordering,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    merge_results(args.out, RESULTS_KEY, result)
+    common.merge_results(args.out, RESULTS_KEY, result)
     page = _write_page(args, len(labels), budget, ordering, models, truth)
-    print(f"bench: figures in {args.out}; table and ROC curves in {page}", flush=True)
+    common.log(f"figures in {args.out}; table and ROC curves in {page}")
     return result
-
-
-def _true_probability_scores(config, args, labels) -> dict:
-    """AUC and log loss of the generator's own click probabilities on the eval rows."""
-    from pipeline import gate
-
-    true_labels, true_probabilities = true_eval_probabilities(config, args.rows, args.seed)
-    # The generator's eval rows must be the transform's: same count, same positives.
-    if (len(true_labels), int(true_labels.sum())) != (len(labels), int(labels.sum())):
-        raise SystemExit(f"bench: the generator's eval rows ({len(true_labels)}, "
-                         f"{int(true_labels.sum())} positive) are not the transform's "
-                         f"({len(labels)}, {int(labels.sum())} positive)")
-    return {**_headline(gate.metrics(true_labels, true_probabilities)),
-            "roc": _roc(true_labels, true_probabilities)}
 
 
 def _write_page(args, eval_rows: int, budget, ordering: bool, models: dict, truth: dict) -> str:

@@ -63,20 +63,15 @@ def prepare_dataset(name: str, work: str, rows: int) -> tuple[str, str, str | No
 # Wide & Deep
 
 
-def score_model(config, transform_dir: str, model_dir: str) -> dict:
-    """Exact metrics of a trained model on the transformed eval split."""
-    from pipeline import gate
-
-    return gate.metrics(*common.eval_predictions(config, transform_dir, model_dir))
-
-
 def widedeep(config, transform_dir: str, work: str, name: str, params) -> dict:
+    from pipeline import gate
     from trainer.train import train
 
     started = time.time()
     summary = train(config, transform_dir, os.path.join(work, name), params=params,
                     log=lambda line: None)
-    result = score_model(config, transform_dir, os.path.join(work, name))
+    result = gate.metrics(*common.eval_predictions(config, transform_dir,
+                                                   os.path.join(work, name)))
     return {**_headline(result), "seconds": round(time.time() - started, 1),
             "setting": f"best epoch {summary.get('best_epoch')}"}
 
@@ -87,30 +82,14 @@ def widedeep(config, transform_dir: str, work: str, name: str, params) -> dict:
 
 def load_split(config, transform_dir: str, split: str) -> tuple[dict, np.ndarray]:
     """The base columns the model reads (no crosses), as numpy, and the labels."""
-    import tensorflow as tf
     import tensorflow_transform as tft
 
     from trainer import data
 
     spec = tft.TFTransformOutput(transform_dir).transformed_feature_spec()
-    names = [c.name for c in config.feature_columns if c.name in spec]
-    wanted = {n: spec[n] for n in names + [config.label.column]}
-    files = data.split_files(transform_dir, split)
-    columns: dict[str, list] = {n: [] for n in names}
-    labels = []
-    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(8192):
-        parsed = tf.io.parse_example(batch, wanted)
-        labels.append(parsed.pop(config.label.column).numpy().ravel())
-        for n in names:
-            value = parsed[n]
-            columns[n].append(tf.RaggedTensor.from_sparse(value).to_list()
-                              if isinstance(value, tf.SparseTensor) else value.numpy())
-    out = {}
-    for n in names:
-        parts = columns[n]
-        out[n] = (sum(parts, []) if parts and isinstance(parts[0], list)
-                  else np.concatenate(parts))
-    return out, np.concatenate(labels)
+    names = [c.name for c in config.feature_columns if c.name in spec] + [config.label.column]
+    return common.read_split(data.split_files(transform_dir, split), {n: spec[n] for n in names},
+                             config.label.column)
 
 
 def sizes(config, transform_dir: str) -> dict[str, int]:
@@ -135,16 +114,15 @@ def one_hot(config, columns: dict, size: dict):
         if c.name not in columns:
             continue
         values, n = columns[c.name], size[c.name]
-        if c.kind == cfg.NUMERIC:
-            ids = np.clip(np.round(values * (n - 1)).astype(int), 0, n - 1)
-            rows, cols = np.arange(len(ids)), ids
-        elif c.kind == cfg.MULTIVALENT:
-            rows = np.repeat(np.arange(len(values)), [len(v) for v in values])
-            cols = np.array([i for v in values for i in v], dtype=int)
+        if c.kind == cfg.MULTIVALENT:
+            cols, lengths = values
         else:
-            rows, cols = np.arange(len(values)), np.asarray(values).astype(int)
-        blocks.append(sparse.csr_matrix((np.ones(len(rows)), (rows, cols)),
-                                        shape=(len(values), n)))
+            cols = (np.clip(np.round(values * (n - 1)).astype(int), 0, n - 1)
+                    if c.kind == cfg.NUMERIC else values)
+            lengths = np.ones(len(values), dtype=int)
+        rows = np.repeat(np.arange(len(lengths)), lengths)
+        blocks.append(sparse.csr_matrix((np.ones(len(rows)), (rows, np.asarray(cols).astype(int))),
+                                        shape=(len(lengths), n)))
     return sparse.hstack(blocks).tocsr()
 
 
@@ -156,7 +134,7 @@ def tree_matrix(config, columns: dict) -> tuple[np.ndarray, list[int]]:
             continue
         values = columns[c.name]
         if c.kind == cfg.MULTIVALENT:
-            out.append(np.array([len(v) for v in values], dtype=np.float64))
+            out.append(values[1].astype(np.float64))
         else:
             if c.kind != cfg.NUMERIC:
                 categorical.append(len(out))
@@ -218,12 +196,9 @@ def _headline(metrics: dict) -> dict:
 def run_dataset(name: str, config_path: str, input_glob: str, eval_glob: str | None,
                 work: str, tune_trials: int, tune_minutes: float, smoke: bool) -> dict:
     from pipeline import transform_job, tune
-    from transforms.config import load_config
 
-    config = load_config(config_path)
-    if smoke:
-        config = dataclasses.replace(config, train=dataclasses.replace(
-            config.train, epochs=2, hidden_units=(16, 8), embedding_dim=4, batch_size=128))
+    config = common.load_config(config_path,
+                                smoke_train={**common.SMOKE_MODEL, "epochs": 2} if smoke else None)
     transform_dir = os.path.join(work, "transform")
     started = time.time()
     stats = transform_job.run_transform(config, input_glob, transform_dir,
@@ -238,9 +213,9 @@ def run_dataset(name: str, config_path: str, input_glob: str, eval_glob: str | N
         print(f"{name}: {label}: {models[label]}", flush=True)
     if tune_trials:
         started = time.time()
-        tune.tune(config, transform_dir, os.path.join(work, "tune"), trials=tune_trials,
-                  timeout_seconds=tune_minutes * 60, log=lambda line: print(line, flush=True))
-        winner = json.load(open(os.path.join(work, "tune", tune.TRIALS_FILE)))[0]
+        winner = tune.tune(config, transform_dir, os.path.join(work, "tune"), trials=tune_trials,
+                           timeout_seconds=tune_minutes * 60,
+                           log=lambda line: print(line, flush=True))
         params = dataclasses.replace(config.train, **{
             k: tuple(v) if isinstance(v, list) else v for k, v in winner["params"].items()})
         label = f"Wide & Deep (tuned, {tune_trials} trials ≤ {tune_minutes:g} min)"

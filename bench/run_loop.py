@@ -53,7 +53,7 @@ def main(argv=None) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     command = [sys.executable, "-m", "pipeline.cli", "run", "--config", args.config,
                "--work-dir", work_dir, "--synth-rows", str(rows)]
-    print(f"bench: {' '.join(command[1:])}", flush=True)
+    common.log(" ".join(command[1:]))
     try:
         started = time.perf_counter()
         done = subprocess.run(command, cwd=ROOT, env=env)
@@ -80,8 +80,8 @@ def main(argv=None) -> dict:
     for name, seconds in stages.items():
         print(f"| {name} | {seconds if seconds is not None else '—'} |")
     print(f"| **whole `widedeep run` (process wall time)** | **{wall:.1f}** |\n")
-    print(f"bench: gate: {result['gate']}", flush=True)
-    print(f"bench: {result['goal']}", flush=True)
+    common.log(f"gate: {result['gate']}")
+    common.log(result["goal"])
     print(json.dumps(result), flush=True)
     merge_results(args.out, BENCH_KEY, result)
     return result

@@ -190,11 +190,9 @@ def _cell(value) -> str:
 
 
 def plot(results: list[dict], path: str) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from pipeline.report import figure
 
-    fig = Figure(figsize=(11, 4.5), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = figure(11, 4.5)
     seconds_ax, memory_ax = fig.subplots(1, 2)
     rows = [r["rows"] for r in results]
     for stage in results[-1]["stages"]:

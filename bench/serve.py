@@ -92,32 +92,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 # The model
 
 
-def load_bench_config(args):
-    from configs import shipped_config
-    from transforms.config import load_config
-
-    config = load_config(args.config or shipped_config("appstore.toml"))
-    if args.smoke:  # the unit tests' model size: the smoke run checks the script, not speed
-        config = dataclasses.replace(config, train=dataclasses.replace(
-            config.train, hidden_units=(16, 8), embedding_dim=4, batch_size=128))
-    return config
-
-
-def train_and_export(args, config, work_dir: str, export_dir: str) -> str:
-    from pipeline import transform_job
+def train_and_export(args, work_dir: str, export_dir: str) -> str:
     from trainer import export
     from trainer.train import train
 
-    transform_job.quiet_beam_logs()
-    log = lambda line: print(f"bench: {line}", flush=True)  # noqa: E731
-    transform_dir = args.transform_dir
-    if transform_dir is None:
-        transform_dir, _ = common.synthetic_transform(config, work_dir, args.rows,
-                                                      seed=args.seed, shards=2)
+    config = common.load_config(args.config,
+                                smoke_train=common.SMOKE_MODEL if args.smoke else None)
+    transform_dir = args.transform_dir or common.synthetic_transform(
+        config, work_dir, args.rows, seed=args.seed, shards=2)[0]
     model_dir = os.path.join(work_dir, "model")
     params = dataclasses.replace(config.train, max_steps=args.steps, epochs=10**6)
-    log(f"training {list(params.hidden_units)} / {params.embedding_dim}-d embeddings for "
-        f"{args.steps} steps of {params.batch_size}")
+    common.log(f"training {list(params.hidden_units)} / {params.embedding_dim}-d embeddings "
+               f"for {args.steps} steps of {params.batch_size}")
     train(config, transform_dir, model_dir, params=params, log=lambda line: None)
     return export.export_model(config, model_dir, transform_dir, export_dir)
 
@@ -223,9 +209,7 @@ def latency_worker(args) -> dict:
     cpu_ms = (time.process_time() - cpu_started) * 1000 / args.calls
     ms = seconds * 1000
     return {"threads": int(args.threads), "calls": args.calls, "batch": len(requests[0]),
-            "p50_ms": round(float(np.percentile(ms, 50)), 3),
-            "p90_ms": round(float(np.percentile(ms, 90)), 3),
-            "p99_ms": round(float(np.percentile(ms, 99)), 3),
+            **{f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 90, 99)},
             "min_ms": round(float(ms.min()), 3),
             "mean_ms": round(float(ms.mean()), 3), "max_ms": round(float(ms.max()), 3),
             # CPU time of all the process's threads per call: what the call costs, which a
@@ -313,11 +297,11 @@ def main(argv=None) -> dict:
         if args.model:
             export_dir = args.model
         else:
-            export_dir = train_and_export(args, load_bench_config(args), work_dir,
+            export_dir = train_and_export(args, work_dir,
                                           args.save_model or os.path.join(work_dir, "export"))
         prepare_seconds = time.time() - started
         config = score_job.export_config(export_dir)
-        print(f"bench: model {export_dir} ({prepare_seconds:.0f}s to prepare)", flush=True)
+        common.log(f"model {export_dir} ({prepare_seconds:.0f}s to prepare)")
 
         requests_table = candidate_table(config, REQUESTS, args.batch, args.seed + 1)
         requests_path = os.path.join(work_dir, "requests.pickle")
@@ -326,19 +310,18 @@ def main(argv=None) -> dict:
         latency = []
         for n in threads:
             latency.append(measure_latency(args, export_dir, requests_path, n))
-            print(f"bench: {n} thread(s): p50 {latency[-1]['p50_ms']:.2f} ms, "
-                  f"p99 {latency[-1]['p99_ms']:.2f} ms, {latency[-1]['cpu_ms_per_call']:.2f} "
-                  f"ms CPU per call over {args.calls} calls (model "
-                  f"{latency[-1]['hidden_units']} hidden, {latency[-1]['embedding_dim']}-d "
-                  f"embeddings; load average {latency[-1]['load_average']})", flush=True)
+            common.log(f"{n} thread(s): p50 {latency[-1]['p50_ms']:.2f} ms, "
+                       f"p99 {latency[-1]['p99_ms']:.2f} ms, {latency[-1]['cpu_ms_per_call']:.2f} "
+                       f"ms CPU per call over {args.calls} calls (model "
+                       f"{latency[-1]['hidden_units']} hidden, {latency[-1]['embedding_dim']}-d "
+                       f"embeddings; load average {latency[-1]['load_average']})")
 
         queries = max(1, args.score_rows // args.batch)
         table = candidate_table(config, queries, args.batch, args.seed + 2)
         pattern = write_candidates_csv(table, os.path.join(work_dir, "candidates"))
         load_before, cpu_started = os.getloadavg()[0], time.process_time()
         summary = score_job.run_score(export_dir, pattern, os.path.join(work_dir, "scored"),
-                                      top_k=10, log=lambda line: print(f"bench: {line}",
-                                                                        flush=True))
+                                      top_k=10, log=common.log)
         score_cpu_seconds = time.process_time() - cpu_started
         score_load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
 
@@ -371,7 +354,7 @@ def main(argv=None) -> dict:
     }
     print(markdown(result), flush=True)
     for goal, text in result["goals"].items():
-        print(f"bench: goal {goal}: {text}", flush=True)
+        common.log(f"goal {goal}: {text}")
     common.merge_results(args.out, BENCH_KEY, result)
     print(json.dumps(result), flush=True)
     return result

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -36,6 +37,7 @@ import time
 import numpy as np
 
 import common  # noqa: E402  (first: the Keras mode, the repository on sys.path)
+from transforms import config as cfg  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -64,35 +66,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def make_transform_output(config, rows: int, work_dir: str) -> str:
-    return common.synthetic_transform(config, work_dir, rows, seed=1, shards=2)[0]
-
-
-def _endless_batches(make_epoch):
-    epoch = 0
-    while True:
-        yield from make_epoch(epoch)
-        epoch += 1
-
-
-def bench_ours_steps(inputs, params, transform_dir, feature_spec, label, steps: int,
-                     warmup: int) -> float:
+def bench_ours_steps(inputs, params, steps: int, warmup: int) -> float:
     """Steady-state examples/s of the real input pipeline feeding the real train_step."""
     import tensorflow as tf
 
     from trainer import data
     from trainer import model as model_lib
 
-    model = model_lib.build_model(inputs, params)
-    files = data.split_files(transform_dir, data.TRAIN)
+    model = model_lib.build_model(inputs.model_inputs, params)
+
     def epoch_batches(epoch: int):
-        return data.make_dataset(files, feature_spec, label, params.batch_size, shuffle=True,
-                                 seed=epoch)
+        return data.make_dataset(inputs.train_files, inputs.feature_spec, inputs.label,
+                                 params.batch_size, shuffle=True, seed=epoch)
 
     train_fn = tf.function(model.train_step, input_signature=[epoch_batches(0).element_spec])
-    batches = _endless_batches(epoch_batches)
-    return _timed(lambda batch: train_fn(batch), batches, lambda b: int(b[1].shape[0]),
-                  steps, warmup)
+    batches = itertools.chain.from_iterable(map(epoch_batches, itertools.count()))
+    return _timed(train_fn, batches, lambda b: int(b[1].shape[0]), steps, warmup)
 
 
 def _timed(step_fn, batches, batch_size, steps: int, warmup: int) -> float:
@@ -122,35 +111,15 @@ def bench_ours_train(config, params, transform_dir, steps: int) -> float:
 # The PyTorch half
 
 
-def decode_split(transform_dir, feature_spec, label, inputs) -> dict:
-    """The train split as numpy: ids, numerics, labels; multivalent as (values, offsets)."""
-    import tensorflow as tf
-
-    from trainer import data
-    from transforms import config as cfg
-
-    columns = {f.name: [] for f in inputs}
-    labels = []
-    dataset = data.make_dataset(data.split_files(transform_dir, data.TRAIN), feature_spec,
-                                label, 8192, shuffle=False)
-    for features, batch_labels in dataset:
-        labels.append(batch_labels.numpy())
-        for f in inputs:
-            value = features[f.name]
-            if f.kind == cfg.MULTIVALENT:
-                lengths = tf.math.bincount(tf.cast(value.indices[:, 0], tf.int32),
-                                           minlength=int(value.dense_shape[0]))
-                columns[f.name].append((value.values.numpy(), lengths.numpy()))
-            else:
-                columns[f.name].append(value.numpy())
-    decoded = {"label": np.concatenate(labels).astype(np.float32)}
-    for f in inputs:
-        if f.kind == cfg.MULTIVALENT:
-            values = np.concatenate([v for v, _ in columns[f.name]])
-            lengths = np.concatenate([n for _, n in columns[f.name]]).astype(np.int64)
-            decoded[f.name] = (values, np.cumsum(lengths) - lengths, lengths)
-        else:
-            decoded[f.name] = np.concatenate(columns[f.name])
+def decode_split(inputs) -> dict:
+    """The train split as numpy: ids, numerics, labels; multivalent as (ids, starts, lengths)."""
+    columns, labels = common.read_split(inputs.train_files, inputs.feature_spec, inputs.label)
+    decoded = {"label": labels.astype(np.float32)}
+    for name, value in columns.items():
+        if isinstance(value, tuple):  # multivalent
+            ids, lengths = value
+            value = (ids, np.cumsum(lengths) - lengths, lengths)
+        decoded[name] = value
     return decoded
 
 
@@ -200,8 +169,6 @@ def _torch_wide_deep(inputs, params):
     import torch
     from torch import nn
 
-    from transforms import config as cfg
-
     class WideDeep(nn.Module):
         def __init__(self):
             super().__init__()
@@ -246,8 +213,6 @@ def bench_torch(inputs, params, decoded, steps: int, warmup: int, threads: int) 
     import torch
     from torch import nn
 
-    from transforms import config as cfg
-
     torch.set_num_threads(threads)
     torch.manual_seed(params.seed)
 
@@ -286,78 +251,66 @@ def bench_torch(inputs, params, decoded, steps: int, warmup: int, threads: int) 
     return _timed(step, batches(), lambda b: b["size"], steps, warmup)
 
 
-def _rounds(args, inputs, params, transform_dir, feature_spec, label, decoded):
+def _rounds(args, inputs, params, decoded):
     """Ours and (with decoded batches) torch, alternating, `args.repeats` times each."""
     ours_runs, torch_runs = [], []
     for round_ in range(1, args.repeats + 1):
-        ours_runs.append(bench_ours_steps(inputs, params, transform_dir, feature_spec,
-                                          label, args.steps, args.warmup_steps))
-        line = f"bench: round {round_}/{args.repeats}: ours {ours_runs[-1]:,.0f} examples/s"
+        ours_runs.append(bench_ours_steps(inputs, params, args.steps, args.warmup_steps))
+        line = f"round {round_}/{args.repeats}: ours {ours_runs[-1]:,.0f} examples/s"
         if decoded is not None:
-            torch_runs.append(bench_torch(inputs, params, decoded, args.steps,
+            torch_runs.append(bench_torch(inputs.model_inputs, params, decoded, args.steps,
                                           args.warmup_steps, args.threads))
             line += f", torch {torch_runs[-1]:,.0f} examples/s"
-        print(line, flush=True)
+        common.log(line)
     return ours_runs, torch_runs
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     import tensorflow as tf
-    import tensorflow_transform as tft
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
-    from configs import shipped_config
-    from trainer import data
-    from trainer import model as model_lib
-    from transforms.config import load_config
+    from trainer import train as train_lib
 
-    config = load_config(args.config or shipped_config("appstore.toml"))
+    config = common.load_config(args.config)
     params = config.train
     with tempfile.TemporaryDirectory(prefix="bench-train-") as work_dir:
-        transform_dir = args.transform_dir or make_transform_output(config, args.rows, work_dir)
-        tft_output = tft.TFTransformOutput(transform_dir)
-        inputs = model_lib.model_inputs(config, tft_output)
-        spec = tft_output.transformed_feature_spec()
-        label = config.label.column
-        feature_spec = {f.name: spec[f.name] for f in inputs} | {label: spec[label]}
-        train_examples = data.count_examples(data.split_files(transform_dir, data.TRAIN))
-        print(f"bench: {train_examples:,} train examples, batch {params.batch_size}, hidden "
-              f"{list(params.hidden_units)}, embedding {params.embedding_dim}, "
-              f"{args.steps} timed steps after {args.warmup_steps} warm-up, "
-              f"{args.threads} thread(s) on {os.cpu_count()} CPU(s)", flush=True)
+        transform_dir = args.transform_dir or common.synthetic_transform(
+            config, work_dir, args.rows, seed=1, shards=2)[0]
+        inputs = train_lib.read_inputs(config, transform_dir)
+        train_examples = inputs.train_examples
+        common.log(f"{train_examples:,} train examples, batch {params.batch_size}, hidden "
+                   f"{list(params.hidden_units)}, embedding {params.embedding_dim}, "
+                   f"{args.steps} timed steps after {args.warmup_steps} warm-up, "
+                   f"{args.threads} thread(s) on {os.cpu_count()} CPU(s)")
         steps_per_epoch = math.ceil(train_examples / params.batch_size)
         if args.steps + args.warmup_steps > steps_per_epoch:
-            print(f"bench: note: {args.steps + args.warmup_steps} steps cross the epoch end "
-                  f"({steps_per_epoch} steps/epoch): our steady-state figure then includes a "
-                  f"shuffle-buffer refill; use more --rows", flush=True)
+            common.log(f"note: {args.steps + args.warmup_steps} steps cross the epoch end "
+                       f"({steps_per_epoch} steps/epoch): our steady-state figure then includes "
+                       f"a shuffle-buffer refill; use more --rows")
 
         try:
             import torch
         except ImportError:
             torch = None
-        torch_note = None
-        if torch is None:
-            torch_note = "torch is not installed (pip install -e '.[bench]'); skipped"
-            print(f"bench: torch: {torch_note}", flush=True)
-            decoded = None
-        else:
-            decoded = decode_split(transform_dir, feature_spec, label, inputs)
-        ours_runs, torch_runs = _rounds(args, inputs, params, transform_dir, feature_spec,
-                                        label, decoded)
+        torch_note = (None if torch else
+                      "torch is not installed (pip install -e '.[bench]'); skipped")
+        if torch_note:
+            common.log(f"torch: {torch_note}")
+        decoded = decode_split(inputs) if torch else None
+        ours_runs, torch_runs = _rounds(args, inputs, params, decoded)
         ours = float(np.median(ours_runs))
         torch_rate = float(np.median(torch_runs)) if torch_runs else None
         ours_train = bench_ours_train(config, params, transform_dir,
                                       args.steps + args.warmup_steps)
-        print(f"bench: ours (tf_keras train_step + tf.data, median): {ours:,.0f} examples/s",
-              flush=True)
-        print(f"bench: ours (whole train(), tracing and checkpoints included): "
-              f"{ours_train:,.0f} examples/s", flush=True)
+        common.log(f"ours (tf_keras train_step + tf.data, median): {ours:,.0f} examples/s")
+        common.log(f"ours (whole train(), tracing and checkpoints included): "
+                   f"{ours_train:,.0f} examples/s")
         if torch_rate is not None:
-            print(f"bench: torch {torch.__version__} (CPU, numpy batches, median): "
-                  f"{torch_rate:,.0f} examples/s", flush=True)
+            common.log(f"torch {torch.__version__} (CPU, numpy batches, median): "
+                       f"{torch_rate:,.0f} examples/s")
 
     result = {
         "bench": "train", "smoke": args.smoke, "rows": None if args.transform_dir else args.rows,

@@ -57,8 +57,7 @@ def _read_table(path: Path, sep: str = "|", **options) -> pd.DataFrame:
 
 def _read_genres(path: Path) -> list[str]:
     """Genre names in flag order: u.genre is ``name|id`` (ids 0..18) plus a blank line."""
-    table = _read_table(path, names=["genre", "id"], encoding="latin-1")
-    table = table.dropna()
+    table = _read_table(path, names=["genre", "id"], encoding="latin-1").dropna()
     ids = table["id"].astype(int).to_numpy()
     if sorted(ids) != list(range(len(ids))):
         raise DatasetError(f"{MOVIELENS_100K}: {path}: genre ids are {sorted(ids)}, expected "
@@ -79,7 +78,7 @@ def _read_movies(path: Path, genres: list[str]) -> pd.DataFrame:
                            f"line")
     flags = items[flag_columns].to_numpy() == "1"
     genre_names = np.array(genres, dtype=object)
-    movies = pd.DataFrame({
+    return pd.DataFrame({
         "movie_id": items["movie_id"].astype(np.int64),
         "movie_title": items["movie_title"],
         # "01-Jan-1995" → 1995; an empty date stays empty (a missing numeric value).
@@ -87,7 +86,6 @@ def _read_movies(path: Path, genres: list[str]) -> pd.DataFrame:
         # Per movie (1,682 of them), not per rating.
         "movie_genres": [GENRE_SEPARATOR.join(genre_names[row]) for row in flags],
     })
-    return movies
 
 
 def _age_groups(ages: pd.Series) -> np.ndarray:

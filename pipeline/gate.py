@@ -34,7 +34,6 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     order = np.argsort(scores, kind="mergesort")
     sorted_scores = np.asarray(scores)[order]
     ranks = np.empty(len(scores), dtype=np.float64)
-    # average ranks over ties
     _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
     average = first + (counts + 1) / 2.0
     ranks[order] = np.repeat(average, counts)
@@ -50,6 +49,12 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray, points: int = 200):
     fpr = np.concatenate([[0.0], np.cumsum(~hits) / max((~hits).sum(), 1)])
     keep = np.unique(np.linspace(0, len(tpr) - 1, min(points, len(tpr))).astype(int))
     return fpr[keep], tpr[keep]
+
+
+def roc_points(labels: np.ndarray, scores: np.ndarray) -> dict[str, list[float]]:
+    """:func:`roc_curve` as the JSON the report plots."""
+    fpr, tpr = roc_curve(labels, scores)
+    return {"fpr": fpr.round(5).tolist(), "tpr": tpr.round(5).tolist()}
 
 
 def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
@@ -218,7 +223,6 @@ def evaluate_export(export_dir: str, raw_eval: RawEval) -> tuple[dict, np.ndarra
     probabilities = np.concatenate([predict(batch) for batch in raw_eval.batches()]
                                    or [np.zeros([0], np.float32)])
     result = metrics(raw_eval.labels, probabilities)
-    fpr, tpr = roc_curve(raw_eval.labels, probabilities)
     result["slices"] = sliced_metrics(raw_eval.labels, probabilities, raw_eval.slices)
-    result["roc"] = {"fpr": fpr.round(5).tolist(), "tpr": tpr.round(5).tolist()}
+    result["roc"] = roc_points(raw_eval.labels, probabilities)
     return result, probabilities

@@ -101,14 +101,11 @@ class Manifest:
         LOG.error("run record: could not save %s (%s); it still says the stage is running",
                   self.path, error)
 
-    def stage_done(self, name: str) -> bool:
-        return self.data.get("stages", {}).get(name, {}).get("outcome") == "done"
-
     def run_stage(self, name: str, fn: Callable[[], dict | None], output: str = "") -> dict:
         """Runs a stage, or skips it when this run finished it and its `output` (the file
         the stage writes last) is still there."""
         stages = self.data.setdefault("stages", {})
-        if self.stage_done(name) and not self._ran_a_stage:
+        if stages.get(name, {}).get("outcome") == "done" and not self._ran_a_stage:
             if not output or paths.exists(output):
                 LOG.info("%s: already done in this run, skipping", name)
                 return stages[name].get("result") or {}
@@ -201,13 +198,16 @@ def run(config: cfg.FeatureConfig, *, work_dir: str, input_pattern: str | None =
     :class:`pipeline.transform_job.Window`) lets the analyzers see earlier days too;
     ``allow_anomalies`` accepts known changes in the data (see :mod:`pipeline.validation`)."""
     run_id = run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = WorkDir(work_dir).run(run_id).root
+    work = WorkDir(work_dir)
+    inputs = {"input": input_pattern or work.raw_input, "eval_input": eval_input_pattern}
+    if window is not None:
+        inputs["analysis_window"] = [*window.earlier, window.new_day]
+    ctx = RunContext(config, work, work.run(run_id), inputs, input_pattern is None, synth_rows,
+                     warm_start, ablations, pipeline_args, window, tuple(allow_anomalies))
     try:
         with work_dir_lock(work_dir):
             try:
-                return _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern,
-                                   synth_rows, warm_start, ablations, pipeline_args, window,
-                                   tuple(allow_anomalies))
+                return _run_locked(ctx)
             except validation.DataAnomalies as e:
                 LOG.error("run %s stopped before training: %s", run_id, e)
                 for anomaly in e.anomalies:
@@ -225,8 +225,8 @@ def run(config: cfg.FeatureConfig, *, work_dir: str, input_pattern: str | None =
                 LOG.error("run %s failed: %s", run_id, _os_error_text(e))
                 return 1
             finally:
-                _release_reserve(run_dir)
-                _write_report(run_dir)
+                _release_reserve(ctx.run.root)
+                _write_report(ctx.run.root)
     except LockedError as e:
         LOG.error("%s", e)
         return EXIT_LOCKED
@@ -288,7 +288,8 @@ class RunContext:
     config: cfg.FeatureConfig
     work: WorkDir
     run: RunDir
-    inputs: dict[str, str | None]
+    inputs: dict[str, str | None]  # as the manifest records them
+    synthetic: bool  # no --input: the synth stage writes the input
     synth_rows: int
     warm_start: str
     ablations: bool
@@ -460,7 +461,7 @@ class Stage:
 
 
 STAGES = (
-    Stage("synth", _synth, lambda ctx: ctx.work.raw, lambda ctx: ctx.inputs["synthetic"]),
+    Stage("synth", _synth, lambda ctx: ctx.work.raw, lambda ctx: ctx.synthetic),
     Stage("transform", _transform, lambda ctx: ctx.run.path(RunDir.TRANSFORM_STATS)),
     Stage("validate", _validate, lambda ctx: ctx.run.path(RunDir.VALIDATION)),
     Stage("train", _train, lambda ctx: ctx.run.path(RunDir.MODEL_DONE)),
@@ -474,25 +475,17 @@ STAGES = (
 )
 
 
-def _run_locked(config, work_dir, run_dir, input_pattern, eval_input_pattern, synth_rows,
-                warm_start, ablations, pipeline_args, window, allow_anomalies) -> int:
-    work = WorkDir(work_dir)
-    run_dir = RunDir(run_dir)
-    paths.makedirs(run_dir.root)
-    manifest = Manifest(run_dir.root)
-    inputs = {"input": input_pattern or work.raw_input, "eval_input": eval_input_pattern}
-    if window is not None:
-        inputs["analysis_window"] = [*window.earlier, window.new_day]
-    _check_resumable(manifest, run_dir.run_id, config, inputs)
-    manifest.data.setdefault("run_id", run_dir.run_id)
+def _run_locked(ctx: RunContext) -> int:
+    paths.makedirs(ctx.run.root)
+    manifest = Manifest(ctx.run.root)
+    _check_resumable(manifest, ctx.run.run_id, ctx.config, ctx.inputs)
+    manifest.data.setdefault("run_id", ctx.run.run_id)
     manifest.data.setdefault("created", _now())
-    manifest.data.update(config=config.source, config_digest=config.digest,
-                         code_version=code_version(), inputs=inputs)
+    manifest.data.update(config=ctx.config.source, config_digest=ctx.config.digest,
+                         code_version=code_version(), inputs=ctx.inputs)
     manifest.save()
     manifest.reserve()
-    LOG.info("run %s: work dir %s", run_dir.run_id, work_dir)
-    ctx = RunContext(config, work, run_dir, {**inputs, "synthetic": input_pattern is None},
-                     synth_rows, warm_start, ablations, pipeline_args, window, allow_anomalies)
+    LOG.info("run %s: work dir %s", ctx.run.run_id, ctx.work.root)
     try:
         for stage in STAGES:
             if stage.runs_if(ctx):
@@ -522,7 +515,9 @@ def _record_outcome(ctx: RunContext, manifest: Manifest) -> None:
                                      "reason": "dry run failed: " + published["dry_run"]}
     else:
         manifest.data["blessed"] = False
-        LOG.info("serving unchanged: %s", _serving_summary(ctx.work.serving))
+        versions = serving.serving_versions(ctx.work.serving)
+        LOG.info("serving unchanged: %s", f"serving version {versions[-1]} in "
+                 f"{ctx.work.serving}" if versions else "nothing in serving")
     manifest.data["finished"] = _now()
     manifest.save()
     LOG.info("run %s done: %s; record in %s", ctx.run.run_id,
@@ -602,12 +597,9 @@ def nightly_run_id(day: str) -> str:
 
 
 def processed_days(work_dir: str) -> set[str]:
-    days = set()
-    for run_dir in WorkDir(work_dir).runs():
-        if (run_dir.run_id.startswith("day-")
-                and (read_record(run_dir.path(RunDir.MANIFEST)) or {}).get("finished")):
-            days.add(run_dir.run_id[len("day-"):])
-    return days
+    return {run_dir.run_id.removeprefix("day-") for run_dir in WorkDir(work_dir).runs()
+            if run_dir.run_id.startswith("day-")
+            and (read_record(run_dir.path(RunDir.MANIFEST)) or {}).get("finished")}
 
 
 def nightly(config: cfg.FeatureConfig, *, work_dir: str, input_template: str,
@@ -624,7 +616,7 @@ def nightly(config: cfg.FeatureConfig, *, work_dir: str, input_template: str,
         except ValueError as e:
             LOG.error("nightly: %s", e)
             return 2
-        pending = [d for d in days if d not in processed_days(work_dir)]
+        pending = sorted(set(days) - processed_days(work_dir))  # each manifest read once
         if not pending:
             LOG.info("nightly: nothing new to process (%d day(s) found, all done)", len(days))
             return 0
@@ -657,9 +649,8 @@ def analysis_window(config: cfg.FeatureConfig, work_dir: str, input_template: st
 
 
 def _headline(metrics: dict | None) -> dict | None:
-    if metrics is None:
-        return None
-    return {k: metrics[k] for k in ("auc", "log_loss", "calibration", "accuracy", "examples")}
+    keys = ("auc", "log_loss", "calibration", "accuracy", "examples")
+    return None if metrics is None else {k: metrics[k] for k in keys}
 
 
 def _evaluate_baseline(serving_root: str, raw_eval):
@@ -672,8 +663,3 @@ def _evaluate_baseline(serving_root: str, raw_eval):
             LOG.warning("evaluate: serving version %d cannot be scored (%s: %s); trying an "
                         "older one", version, type(e).__name__, str(e)[:200])
     return None, None
-
-
-def _serving_summary(serving_root: str) -> str:
-    versions = serving.serving_versions(serving_root)
-    return f"serving version {versions[-1]} in {serving_root}" if versions else "nothing in serving"

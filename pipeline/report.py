@@ -22,7 +22,6 @@ from pipeline.run_dir import RunDir
 from transforms import paths
 
 
-
 @dataclasses.dataclass(frozen=True)
 class _RunFile:
     """A file of the run dir (:class:`pipeline.run_dir.RunDir`) and the stage writing it."""
@@ -71,12 +70,8 @@ def write_report(run_dir: str, *, ablations: Mapping[str, Mapping] | None = None
     """
     if not paths.isdir(run_dir):
         raise FileNotFoundError(f"report: {run_dir} is not a run dir (no such directory)")
-    run = _load_run(run_dir)
-    return _write_page(RunDir(run_dir).path(RunDir.REPORT), _page(run, dict(ablations or {})))
-
-
-def _write_page(path: str, page: str) -> str:
-    return paths.write_text(path, page)  # a reader never sees half a page
+    page = _page(_load_run(run_dir), dict(ablations or {}))
+    return paths.write_text(RunDir(run_dir).path(RunDir.REPORT), page)  # never half a page
 
 
 def _html(title: str, body: str) -> str:
@@ -94,27 +89,22 @@ def write_comparison_report(path: str, *, title: str, intro: str, headers: Seque
     body = (f"<h1>{_e(title)}</h1><p>{_e(intro)}</p>"
             + _section("Offline metrics", _table(headers, rows, "l" + "r" * (len(headers) - 1)))
             + _section("ROC curves", _roc_plot([(name, dict(m)) for name, m in models])))
-    return _write_page(path, _html(title, body))
+    return paths.write_text(path, _html(title, body))
 
 
 # ---------------------------------------------------------------------------------------
 # Reading the run dir
 
 
-def _read_json(run_dir: str, run_file: _RunFile, unreadable: list[str]):
-    path = paths.join(run_dir, run_file.path)
-    try:
-        return paths.read_json(path)
-    except (OSError, ValueError) as e:  # a half-written file must not cost the whole page
-        unreadable.append(f"{run_file.path} is unreadable ({type(e).__name__}: {e})")
-        return None
-
-
 def _load_run(run_dir: str) -> _Run:
     unreadable: list[str] = []
 
-    def read(run_file: _RunFile):
-        return _read_json(run_dir, run_file, unreadable)
+    def read(run_file: _RunFile, reader: Callable[[str], Any] = paths.read_json):
+        try:
+            return reader(paths.join(run_dir, run_file.path))
+        except (OSError, ValueError) as e:  # a half-written file must not cost the whole page
+            unreadable.append(f"{run_file.path} is unreadable ({type(e).__name__}: {e})")
+            return None
 
     manifest = read(MANIFEST) or {}
     stage_results = {name: record.get("result") for name, record in
@@ -124,21 +114,16 @@ def _load_run(run_dir: str) -> _Run:
     return _Run(run_dir=run_dir, manifest=manifest, stats=stats or failed_stats,
                 stats_from_failed_attempt=failed_stats is not None,
                 summary=stage_results.get("train") or read(SUMMARY), history=read(HISTORY),
-                train_scalars=_read_scalars(run_dir, unreadable),
+                train_scalars=_train_scalars(read(PROGRESS, paths.read_json_lines) or []),
                 metrics=read(METRICS), gate=manifest.get("gate") or read(GATE),
                 unreadable=unreadable,
                 validation=read(VALIDATION) if "validate" in stage_results else None)
 
 
-def _read_scalars(run_dir: str, unreadable: list[str]) -> dict[str, dict[int, float]]:
+def _train_scalars(points: list[dict]) -> dict[str, dict[int, float]]:
     """{metric: {step: value}} of the trainer's per-step progress (``progress.jsonl``):
     within an epoch the only curve there is, as history.json has a point per epoch."""
     scalars: dict[str, dict[int, float]] = {}
-    try:
-        points = paths.read_json_lines(paths.join(run_dir, PROGRESS.path))
-    except (OSError, ValueError) as e:
-        unreadable.append(f"{PROGRESS.path} is unreadable ({type(e).__name__}: {e})")
-        return scalars
     for point in points:
         for metric, value in point.items():
             if metric not in ("step", "epoch"):
@@ -235,7 +220,7 @@ def _section(title: str, body: str) -> str:
 # pyplot's global figure state or needs a display.
 
 
-def _figure(width: float, height: float):
+def figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -265,7 +250,7 @@ def _train_curve(history: list[dict], train_scalars: dict[str, dict[int, float]]
 
 
 def _curves_plot(history: list[dict], train_scalars: dict[str, dict[int, float]]) -> str:
-    fig = _figure(10, 3.6)
+    fig = figure(10, 3.6)
     for ax, metric, title in zip(fig.subplots(1, 2), ("log_loss", "auc"), ("log loss", "AUC")):
         ax.plot(*_train_curve(history, train_scalars, metric), "o-", markersize=3,
                 label="train (running mean over the epoch)")
@@ -285,7 +270,7 @@ def _curves_plot(history: list[dict], train_scalars: dict[str, dict[int, float]]
 
 
 def _roc_plot(models: list[tuple[str, dict]]) -> str:
-    fig = _figure(5.5, 5.5)
+    fig = figure(5.5, 5.5)
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], ":", color="grey", label="chance (AUC 0.5)")
     for i, (name, metrics) in enumerate(models):
@@ -447,7 +432,7 @@ def _drift_plot(drift: Mapping[str, Mapping]) -> str:
     names = list(drift)
     values = [drift[n]["value"] or 0.0 for n in names]
     thresholds = [drift[n]["threshold"] for n in names]
-    fig = _figure(6.5, 0.8 + 0.28 * len(names))
+    fig = figure(6.5, 0.8 + 0.28 * len(names))
     ax = fig.add_subplot()
     ax.barh(range(len(names)), values, color=["#c0392b" if v > t else "#4a78a8"
                                              for v, t in zip(values, thresholds)])
@@ -560,21 +545,20 @@ def _evaluated_models(run: _Run, ablations: dict[str, dict]) -> list[tuple[str, 
 
 
 def _evaluation_section(run: _Run, ablations: dict[str, dict]) -> str:
-    models = _evaluated_models(run, ablations)
+    models, metrics = _evaluated_models(run, ablations), run.metrics or {}
     parts = []
     if run.metrics is None:
         parts.append(_missing(_why_missing(run, METRICS)))
-    elif not run.metrics.get("baseline"):
+    elif not metrics.get("baseline"):
         parts.append("<p>No blessed baseline to compare with: nothing was serving (or no "
                      "serving version could be scored).</p>")
     if models:
-        examples = (run.metrics or {}).get("eval_examples")
+        examples = metrics.get("eval_examples")
         parts += [f"<p>All models scored on the same {_count(examples)} raw eval examples, "
                   "each through its own serving signature.</p>" if examples else "",
-                  _roc_plot(models), _metrics_table(models, has_baseline=bool(
-                      (run.metrics or {}).get("baseline")))]
-    if run.metrics and run.metrics.get("candidate", {}).get("slices"):
-        parts.append(_slices_table(run.metrics["candidate"], run.metrics.get("baseline")))
+                  _roc_plot(models), _metrics_table(models, bool(metrics.get("baseline")))]
+    if metrics.get("candidate", {}).get("slices"):
+        parts.append(_slices_table(metrics["candidate"], metrics.get("baseline")))
     return _section("Evaluation", "".join(parts))
 
 

@@ -129,12 +129,10 @@ class ServingSignatureHandler(ModelHandler[pa.RecordBatch, PredictionResult, Cal
     skipped (it would only wrap each record batch in a list).
     """
 
-    def __init__(self, export_dir: str, feature_columns: Sequence[str],
-                 rows_per_call: int = ROWS_PER_CALL):
+    def __init__(self, export_dir: str, feature_columns: Sequence[str]):
         super().__init__()
         self.export_dir = export_dir
         self.feature_columns = list(feature_columns)
-        self.rows_per_call = rows_per_call
 
     def load_model(self):
         from trainer import export
@@ -149,7 +147,7 @@ class ServingSignatureHandler(ModelHandler[pa.RecordBatch, PredictionResult, Cal
         # serialized and parsed again for nothing.
         serialized = example_coder.RecordBatchToExamples(batch.select(self.feature_columns))
         return [PredictionResult(batch, export.predict_in_batches(model, serialized,
-                                                                  self.rows_per_call))]
+                                                                  ROWS_PER_CALL))]
 
     def get_num_bytes(self, batch: pa.RecordBatch) -> int:
         return batch.nbytes  # the default pickles the batch just to measure it
@@ -253,8 +251,7 @@ def _ranking_to_json(query_columns: Sequence[str]):
 
 
 def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, export_dir: str,
-                   input_paths: Sequence[str], output_dir: str, top_k: int,
-                   rows_per_call: int = ROWS_PER_CALL) -> None:
+                   input_paths: Sequence[str], output_dir: str, top_k: int) -> None:
     """Adds the scoring job to `pipeline`, writing into `output_dir`.
 
     `config` is the export's feature config; rows are read with its label ignored.
@@ -263,8 +260,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, export_di
     rows, dead = pipeline | "ReadCandidates" >> wd_io.ReadImpressions(
         read_config, input_paths, optional_columns=(config.label.column,), count_missing=True)
     _ = rows | "ColumnStats" >> column_stats.ColumnStatistics(read_config, output_dir)
-    handler = ServingSignatureHandler(
-        export_dir, [c.name for c in config.feature_columns], rows_per_call)
+    handler = ServingSignatureHandler(export_dir, [c.name for c in config.feature_columns])
     _ = (rows
          | "Score" >> RunInference(handler)
          | "TopKPerQuery" >> TopCandidatesPerQuery(config, top_k)
@@ -353,7 +349,6 @@ def run_score(export_dir: str, input_pattern: str, out_dir: str, *, top_k: int |
         return None
 
     job = beam_job.JobCounts.of(counts)
-    rows_dead, dead_by_reason = job.rows_dead, job.dead_by_reason
     rows_scored = job.main.get("rows_scored", 0)
     summary = {
         "export_dir": paths.absolute(export_dir),
@@ -379,6 +374,6 @@ def run_score(export_dir: str, input_pattern: str, out_dir: str, *, top_k: int |
     paths.promote(partial_dir, out_dir, marker=SUMMARY_FILE)
     log(f"score: {rows_scored} candidates in {elapsed:.1f}s "
         f"({summary['candidates_per_second']:.0f}/s), {summary['queries']} queries, "
-        f"dead-lettered {rows_dead}" + (f" {dead_by_reason}" if rows_dead else "")
+        f"dead-lettered {job.rows_dead}" + (f" {job.dead_by_reason}" if job.rows_dead else "")
         + f" → {out_dir}")
     return summary

@@ -123,7 +123,7 @@ def test_two_workers_train_the_model_one_process_trains(transform_output, tmp_pa
 
     batch, _ = next(iter(data.make_dataset(
         data.split_files(transform_output.transform_dir, data.EVAL),
-        trainer._read_inputs(config, transform_output.transform_dir).feature_spec,
+        trainer.read_inputs(config, transform_output.transform_dir).feature_spec,
         config.label.column, 512, shuffle=False)))
     single_model = trainer.load_trained_model(str(tmp_path / "single"))
     distributed_model = trainer.load_trained_model(str(model_dir))

@@ -49,12 +49,9 @@ class ServingModule(tf.Module):
         self._multivalent = [c.name for c in config.feature_columns if c.kind == cfg.MULTIVALENT]
         self._numeric_defaults = {c.name: c.default for c in config.feature_columns
                                   if c.kind == cfg.NUMERIC}
-        raw_specs = {}
-        for name, spec in self._example_spec.items():
-            if name in self._multivalent:
-                raw_specs[name] = tf.TensorSpec([None, None], tf.string, name=name)
-            else:
-                raw_specs[name] = tf.TensorSpec([None], spec.dtype, name=name)
+        raw_specs = {name: tf.TensorSpec([None, None], tf.string, name=name)
+                     if name in self._multivalent else tf.TensorSpec([None], spec.dtype, name=name)
+                     for name, spec in self._example_spec.items()}
         self.serve_examples = tf.function(
             self._serve_examples,
             input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_KEY)])

@@ -378,10 +378,10 @@ def make_optimizers(params: cfg.TrainParams) -> dict[str, keras.optimizers.Optim
     accumulator = initial_accumulator(params.batch_size)
     return {
         WIDE: SparseFtrl(learning_rate=params.wide_learning_rate,
-                                    l1_regularization_strength=params.wide_l1,
-                                    l2_regularization_strength=params.wide_l2,
-                                    initial_accumulator_value=accumulator,
-                                    name="wide_ftrl"),
+                         l1_regularization_strength=params.wide_l1,
+                         l2_regularization_strength=params.wide_l2,
+                         initial_accumulator_value=accumulator,
+                         name="wide_ftrl"),
         DEEP: keras.optimizers.Adagrad(learning_rate=LinearWarmup(params.deep_learning_rate,
                                                                   params.deep_warmup_steps),
                                        initial_accumulator_value=accumulator,
@@ -436,15 +436,11 @@ def model_variables(model: WideDeepModel) -> dict[str, tf.Variable]:
 def id_tables(model: WideDeepModel) -> dict[str, ModelInput]:
     """The variables whose rows are indexed by a feature's ids, by :func:`variable_key`."""
     by_name = {f.name: f for f in model.model_inputs}
-    tables = {}
-    if model.wide is not None:
-        tables.update({variable_key(table): by_name[name]
-                       for name, table in model.wide.tables.items()
-                       if by_name[name].is_categorical})
-    if model.deep is not None:
-        tables.update({variable_key(table): by_name[name]
-                       for name, table in model.deep.embeddings.items()})
-    return tables
+    tables = [*(model.wide.tables.items() if model.wide is not None else ()),
+              *(model.deep.embeddings.items() if model.deep is not None else ())]
+    # A wide numeric feature's table is indexed by its quantile bucket, not by ids.
+    return {variable_key(table): by_name[name] for name, table in tables
+            if by_name[name].is_categorical}
 
 
 def optimizer_slots(model: WideDeepModel) -> dict[str, dict[str, tf.Variable]]:

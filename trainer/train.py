@@ -189,15 +189,12 @@ def _early_stop(history: list[dict], patience: int) -> bool:
 def _auc_text(metrics: dict) -> str:
     if metrics["auc"] == metrics["auc"]:
         return f"{metrics['auc']:.4f}"
-    return f"n/a (the eval split has only {_one_class(metrics['positive_rate'])})"
-
-
-def _one_class(positive_rate: float) -> str:
-    return ("positive" if positive_rate == 1.0 else "negative") + " examples"
+    only = "positive" if metrics["positive_rate"] == 1.0 else "negative"
+    return f"n/a (the eval split has only {only} examples)"
 
 
 @dataclasses.dataclass(frozen=True)
-class _Inputs:
+class TrainInputs:
     """The transform output as training reads it, checked before the model_dir is touched."""
     tft_output: object
     model_inputs: tuple
@@ -209,7 +206,7 @@ class _Inputs:
     validation_files: list
 
 
-def _read_inputs(config: cfg.FeatureConfig, transform_dir: str) -> _Inputs:
+def read_inputs(config: cfg.FeatureConfig, transform_dir: str) -> TrainInputs:
     import tensorflow_transform as tft
 
     if not paths.is_complete(transform_dir, data.STATS_FILE):
@@ -229,9 +226,9 @@ def _read_inputs(config: cfg.FeatureConfig, transform_dir: str) -> _Inputs:
     train_examples = data.count_examples(train_files)
     if train_examples == 0:
         raise ValueError(f"no train examples in {', '.join(train_files)}")
-    return _Inputs(tft_output, inputs, feature_spec, label, train_files,
-                   data.split_files(transform_dir, data.EVAL), train_examples,
-                   data.optional_split_files(transform_dir, data.VALIDATION))
+    return TrainInputs(tft_output, inputs, feature_spec, label, train_files,
+                       data.split_files(transform_dir, data.EVAL), train_examples,
+                       data.optional_split_files(transform_dir, data.VALIDATION))
 
 
 def _initialise(model, checkpoint, counters, layout: model_lib.ModelDir,
@@ -291,7 +288,7 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
     if finished is not None and finished.get("params") == model_lib.params_to_json(params):
         log(f"train: {model_dir} is already trained ({finished['steps']} steps); nothing to do")
         return finished
-    run = _TrainingRun(_read_inputs(config, transform_dir), layout, params, worker, strategy,
+    run = _TrainingRun(read_inputs(config, transform_dir), layout, params, worker, strategy,
                        log)
     run.initialise(warm_start_from, log_every_steps)
     run.train_epochs()
@@ -310,7 +307,7 @@ class _TrainingRun:
     it would train the epoch's first batches twice and its last ones never.
     """
 
-    def __init__(self, inputs: _Inputs, layout: model_lib.ModelDir, params: cfg.TrainParams,
+    def __init__(self, inputs: TrainInputs, layout: model_lib.ModelDir, params: cfg.TrainParams,
                  worker: distribute.Worker, strategy: tf.distribute.Strategy, log):
         self.inputs, self.layout, self.params, self.worker, self.strategy, self.log = (
             inputs, layout, params, worker, strategy, log)

@@ -21,6 +21,7 @@ match. Anything without a counterpart keeps its fresh initialisation, and the re
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import numpy as np
@@ -151,23 +152,20 @@ def warm_start(model: model_lib.WideDeepModel, from_model_dir: str, vocab_dir: s
             new_rows, old_rows, counts = pairs
             section = "vocabularies" if new_input.vocab_name else "hashed"
             report[section][new_input.vocab_name or new_input.name] = counts
-            targets = [(variable, old_variable)]
-            targets += [(slot, old_slots.get(key, {}).get(name))
-                        for name, slot in new_slots.get(key, {}).items()]
-            for target, source in targets:
-                if source is not None:
-                    _copy_rows(target, source, new_rows, old_rows)
+            copy = functools.partial(_copy_rows, new_rows=new_rows, old_rows=old_rows)
         else:
             if old_variable.shape != variable.shape:
                 report["fresh"][key] = (f"shape changed ({old_variable.shape} -> "
                                         f"{variable.shape})")
                 continue
-            variable.assign(old_variable)
-            for name, slot in new_slots.get(key, {}).items():
-                source = old_slots.get(key, {}).get(name)
-                if source is not None:
-                    slot.assign(source)
             report["copied"].append(key)
+            copy = lambda target, source: target.assign(source)  # noqa: E731
+        # The variable, then each of its optimizer slots the previous model has too.
+        for target, source in [(variable, old_variable)] + [
+                (slot, old_slots.get(key, {}).get(name))
+                for name, slot in new_slots.get(key, {}).items()]:
+            if source is not None:
+                copy(target, source)
 
     for vocab_name, counts in report["vocabularies"].items():
         log(f"warm start: {vocab_name}: {counts['remapped']} tokens remapped, {counts['new']} "

@@ -299,8 +299,9 @@ class _Table:
     def error(self, name: str, message: str) -> ConfigError:
         return ConfigError(f"{self.source}: key '{self.key(name)}': {message}")
 
-    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ..., *,
-            check=None, why: str = "") -> Any:
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ...,
+            rule: tuple = (None, "")) -> Any:
+        """The value of key `name`, of type `kind`; `rule` is (check, what it requires)."""
         self._read.add(name)
         if name not in self.data:
             if default is ...:
@@ -315,6 +316,7 @@ class _Table:
             raise self.error(name, f"expected {_kind_name(kinds)}, got {value!r}")
         if not isinstance(value, kinds):
             raise self.error(name, f"expected {_kind_name(kinds)}, got {value!r}")
+        check, why = rule
         if check is not None and not check(value):
             raise self.error(name, f"{why} (got {value!r})")
         return value
@@ -348,48 +350,28 @@ def _kind_name(kinds: tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
-def _positive(v) -> bool:
-    return v > 0
-
-
 def _load_input(root: _Table) -> InputSpec:
     t = root.table("input")
-    fmt = t.get("format", str, "csv", check=lambda v: v in INPUT_FORMATS,
-                why=f"must be one of {', '.join(INPUT_FORMATS)}")
-    delimiter = t.get("delimiter", str, ",", check=lambda v: len(v) == 1,
-                      why="must be one character (use strip = true for \", \"-separated files)")
-    header = t.get("header", bool, True)
-    columns = t.strings("columns", ())
-    if fmt == "csv" and not header and not columns:
+    spec = _load_dataclass(t, InputSpec)
+    if spec.format == "csv" and not spec.header and not spec.columns:
         raise t.error("columns", "is required when header = false (the CSV has no header to "
                                  "name its columns)")
-    spec = InputSpec(format=fmt, delimiter=delimiter, header=header, columns=columns,
-                     skip_lines=t.get("skip_lines", int, 0, check=lambda v: v >= 0,
-                                      why="must be >= 0"),
-                     comment_prefix=t.get("comment_prefix", str, ""),
-                     missing_values=t.strings("missing_values", ()),
-                     strip=t.get("strip", bool, True),
-                     max_field_chars=t.get("max_field_chars", int, 65536, check=_positive,
-                                           why="must be >= 1"))
-    if spec.comment_prefix and spec.comment_prefix[0] == delimiter:
+    if spec.comment_prefix and spec.comment_prefix[0] == spec.delimiter:
         raise t.error("comment_prefix", f"{spec.comment_prefix!r} starts with the delimiter, "
                                         "so rows whose first field is empty would be dropped")
-    t.finish()
     return spec
 
 
 def _load_column(t: _Table, name: str) -> ColumnSpec:
-    kind = t.get("kind", str, check=lambda v: v in COLUMN_KINDS,
-                 why=f"must be one of {', '.join(COLUMN_KINDS)}")
+    kind = t.get("kind", str, rule=_one_of(COLUMN_KINDS))
     fields: dict[str, Any] = {"name": name, "kind": kind}
     if KINDS[kind].categorical:
         fields.update(_load_vocab_or_hash(t))
         if kind == MULTIVALENT:
-            fields["separator"] = t.get("separator", str, "|", check=lambda v: len(v) >= 1,
-                                        why="must not be empty")
+            fields["separator"] = t.get("separator", str, "|",
+                                        ((lambda v: len(v) >= 1), "must not be empty"))
     elif kind == NUMERIC:
-        fields["quantile_buckets"] = t.get("quantile_buckets", int, 10, check=lambda v: v >= 2,
-                                           why="must be >= 2")
+        fields["quantile_buckets"] = t.get("quantile_buckets", int, 10, _at_least(2))
         fields["log"] = t.get("log", bool, False)
         clip = t.get("clip", list, None)
         if clip is not None:
@@ -399,21 +381,21 @@ def _load_column(t: _Table, name: str) -> ColumnSpec:
             fields["clip"] = (float(clip[0]), float(clip[1]))
         fields["default"] = t.get("default", float, 0.0)
     if KINDS[kind].feature:
-        fields["max_drift"] = t.get("max_drift", float, None, check=_share, why=_SHARE_WHY)
+        fields["max_drift"] = t.get("max_drift", float, None, _SHARE)
     t.finish()
     return ColumnSpec(**fields)
 
 
 def _load_vocab_or_hash(t: _Table) -> dict[str, int]:
-    hash_buckets = t.get("hash_buckets", int, 0, check=lambda v: v >= 0, why="must be >= 0")
+    hash_buckets = t.get("hash_buckets", int, 0, _at_least(0))
     if hash_buckets and ("vocab_min_count" in t.data or "oov_buckets" in t.data):
         raise t.error("hash_buckets", "use either hash_buckets or a vocabulary "
                                       "(vocab_min_count / oov_buckets), not both")
     return {
         "hash_buckets": hash_buckets,
-        "vocab_min_count": t.get("vocab_min_count", int, 1, check=_positive, why="must be >= 1"),
+        "vocab_min_count": t.get("vocab_min_count", int, 1, _at_least(1)),
         # At least one OOV bucket: serving meets tokens the vocabulary never saw.
-        "oov_buckets": t.get("oov_buckets", int, 1, check=_positive, why="must be >= 1"),
+        "oov_buckets": t.get("oov_buckets", int, 1, _at_least(1)),
     }
 
 
@@ -553,17 +535,7 @@ def _load_slices(eval_t: _Table, by_name: dict[str, ColumnSpec]) -> tuple[str, .
 
 
 def _load_split(split_t: _Table, by_name: dict[str, ColumnSpec]) -> SplitSpec:
-    split = SplitSpec(
-        method=split_t.get("method", str, "hash", check=lambda v: v in SPLIT_METHODS,
-                           why=f"must be one of {', '.join(SPLIT_METHODS)}"),
-        key=split_t.get("key", str, ""),
-        eval_fraction=split_t.get("eval_fraction", float, 0.1, check=lambda v: 0 < v < 1,
-                                  why="must be between 0 and 1"),
-        day_column=split_t.get("day_column", str, ""),
-        eval_days=split_t.get("eval_days", int, 1, check=_positive, why="must be >= 1"),
-        validation_fraction=split_t.get("validation_fraction", float, 0.1,
-                                        check=lambda v: 0 <= v <= 0.5,
-                                        why="must be between 0 and 0.5"))
+    split = _load_dataclass(split_t, SplitSpec)
     # The hash split, and the validation holdout under either method, hash the key's bytes:
     # one string per row.
     if split.method == "hash" or split.key:
@@ -581,7 +553,6 @@ def _load_split(split_t: _Table, by_name: dict[str, ColumnSpec]) -> SplitSpec:
             raise split_t.error("day_column", f"'{split.day_column}' is a "
                                               f"{by_name[split.day_column].kind} column; the day "
                                               "column must hold one value per row")
-    split_t.finish()
     return split
 
 
@@ -589,22 +560,33 @@ def _at_least(low):
     return (lambda v: v >= low), f"must be >= {low}"
 
 
-def _share(value) -> bool:
-    return 0 <= value <= 1
-
-
-_SHARE_WHY = "must be between 0 and 1"
-
-
 def _above(low):
     return (lambda v: v > low), f"must be > {low}"
+
+
+def _one_of(values):
+    return (lambda v: v in values), f"must be one of {', '.join(values)}"
+
+
+_SHARE = ((lambda v: 0 <= v <= 1), "must be between 0 and 1")
 
 
 # Range rules for the params tables: a value outside them would fail (or silently do
 # nothing useful) only after transform and training, so it is refused at load time.
 PARAM_RULES: dict[type, dict[str, tuple]] = {
+    InputSpec: {
+        "format": _one_of(INPUT_FORMATS),
+        "delimiter": ((lambda v: len(v) == 1),
+                      "must be one character (use strip = true for \", \"-separated files)"),
+        "skip_lines": _at_least(0), "max_field_chars": _at_least(1),
+    },
+    SplitSpec: {
+        "method": _one_of(SPLIT_METHODS), "eval_days": _at_least(1),
+        "eval_fraction": ((lambda v: 0 < v < 1), "must be between 0 and 1"),
+        "validation_fraction": ((lambda v: 0 <= v <= 0.5), "must be between 0 and 0.5"),
+    },
     TrainParams: {
-        "model_type": ((lambda v: v in MODEL_TYPES), f"must be one of {', '.join(MODEL_TYPES)}"),
+        "model_type": _one_of(MODEL_TYPES),
         "embedding_dim": _at_least(1), "batch_size": _at_least(1), "epochs": _at_least(1),
         "max_steps": _at_least(0), "checkpoint_every_steps": _at_least(1),
         "hidden_units": ((lambda v: all(u >= 1 for u in v)), "every layer needs >= 1 unit"),
@@ -614,11 +596,11 @@ PARAM_RULES: dict[type, dict[str, tuple]] = {
         "early_stopping_patience": _at_least(0),
     },
     GateParams: {
-        "min_auc": ((lambda v: 0 <= v <= 1), "must be between 0 and 1"),
+        "min_auc": _SHARE,
         "max_calibration_error": _at_least(0),
     },
     ValidationParams: {
-        **{name: (_share, _SHARE_WHY) for name in (
+        **{name: _SHARE for name in (
             "max_dead_letter_fraction", "max_categorical_drift", "max_numeric_drift",
             "max_unseen_increase")},
         "min_volume_ratio": _at_least(0), "max_volume_ratio": _at_least(1),
@@ -626,29 +608,32 @@ PARAM_RULES: dict[type, dict[str, tuple]] = {
     },
     ServingParams: {"keep_versions": _at_least(1), "top_k": _at_least(1)},
     AnalysisParams: {"window_days": _at_least(1),
-                     "train_on": ((lambda v: v in TRAIN_ON), f"must be one of {', '.join(TRAIN_ON)}")},
+                     "train_on": _one_of(TRAIN_ON)},
 }
 
 
 def _load_dataclass(t: _Table, cls):
-    """Fills a params dataclass from a table, type- and range-checked."""
+    """Fills a dataclass of defaults (a params table, [input], [split]) from a table, type-
+    and range-checked."""
     values = {}
     rules = PARAM_RULES.get(cls, {})
     for field in dataclasses.fields(cls):
         default = field.default
-        check, why = rules.get(field.name, (None, ""))
-        if isinstance(default, tuple):
+        rule = rules.get(field.name, (None, ""))
+        if default == ():  # a list of strings
+            values[field.name] = t.strings(field.name, ())
+        elif isinstance(default, tuple):  # of numbers (hidden_units)
             value = t.get(field.name, list, None)
             if value is not None:
-                item_type = type(default[0]) if default else str
+                item_type = type(default[0])
                 if not all(isinstance(v, item_type) and not isinstance(v, bool) for v in value):
                     raise t.error(field.name, f"expected a list of {item_type.__name__}, "
                                               f"got {value!r}")
-                if check is not None and not check(value):
-                    raise t.error(field.name, f"{why} (got {value!r})")
+                if rule[0] is not None and not rule[0](value):
+                    raise t.error(field.name, f"{rule[1]} (got {value!r})")
                 values[field.name] = tuple(value)
-        elif field.name in t.data:
-            values[field.name] = t.get(field.name, type(default), check=check, why=why)
+        else:
+            values[field.name] = t.get(field.name, type(default), default, rule)
     t.finish()
     return dataclasses.replace(cls(), **values)
 

@@ -29,7 +29,7 @@ import os
 import posixpath
 import shutil
 import tempfile
-from typing import IO, Iterator
+from typing import Iterator
 
 
 def is_remote(path: str) -> bool:
@@ -131,19 +131,8 @@ def rmtree(path: str) -> None:
         shutil.rmtree(path)
 
 
-@contextlib.contextmanager
-def open(path: str, mode: str = "r") -> Iterator[IO]:  # noqa: A001 - the layer's open
-    """A file object for `path`: text (UTF-8) unless `mode` has ``b``."""
-    if not is_remote(path):
-        with io.open(path, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-        return
-    with _gfile().GFile(path, mode) as f:
-        yield f
-
-
 def read_bytes(path: str) -> bytes:
-    with open(path, "rb") as f:
+    with _gfile().GFile(path, "rb") if is_remote(path) else open(path, "rb") as f:
         return f.read()
 
 

@@ -483,15 +483,16 @@ def write_log(out_dir: str, *, days: int = 1, rows_per_day: int = 100_000, seed:
                      for part, (start, end) in enumerate(zip(bounds, bounds[1:]))]
         for shard, make_table in enumerate(files):
             path = paths.join(day_dir, f"part-{shard:05d}-of-{len(files):05d}.csv")
-            written.append(paths.write_bytes(path, _csv_bytes(make_table())))
+            written.append(paths.write_bytes(path, csv_bytes(make_table())))
     return written
 
 
 PART_ROWS = 1_000_000  # a day larger than this is simulated a part at a time
 
 
-def _csv_bytes(table: pa.Table) -> bytes:
+def csv_bytes(table: pa.Table) -> bytes:
+    """The table as CSV with a header line; the generated values hold no comma to quote."""
     out = io.BytesIO()
-    out.write((",".join(COLUMNS) + "\n").encode())
+    out.write((",".join(table.column_names) + "\n").encode())
     pacsv.write_csv(table, out, pacsv.WriteOptions(include_header=False, quoting_style="none"))
     return out.getvalue()

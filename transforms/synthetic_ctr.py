@@ -29,9 +29,12 @@ depends only on the seed, so a benchmark can regenerate the same data anywhere.
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import numpy as np
+import pyarrow as pa
+
+from transforms import paths
+from transforms.synthetic import csv_bytes
 
 COUNTS = tuple(f"I{i}" for i in range(1, 14))
 CATEGORICALS = tuple(f"C{i}" for i in range(1, 27))
@@ -138,10 +141,5 @@ def _bias_for(centred_logit: np.ndarray, rate: float) -> float:
 def write_csv(path: str, rows: int, *, days: int = 7, seed: int = 0) -> np.ndarray:
     """Writes the log as one CSV with a header; returns the true click probabilities."""
     data, probability = generate(rows, days=days, seed=seed)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(",".join(COLUMNS) + "\n")
-        columns = [data[c] for c in COLUMNS]
-        for i in range(rows):
-            f.write(",".join(column[i] for column in columns) + "\n")
+    paths.write_bytes(path, csv_bytes(pa.table({c: data[c] for c in COLUMNS})))
     return probability
