@@ -363,3 +363,29 @@ def test_memoized_dofn_specs_still_see_state_and_run_stateful_dofns():
               | beam.ParDo(RunningTotal()) | beam.combiners.Top.PerKey(1))
     assert_that(totals, equal_to([("a", [3]), ("b", [5])]))
     pipeline.run().wait_until_finish()
+
+
+def test_record_batches_cross_a_stage_boundary_unchanged_with_the_jobs_coders():
+    """beam_job.new_pipeline sizes whole batches by nbytes for Beam's byte counters; what is
+    encoded between stages, and decoded again, must stay the batch itself."""
+    import apache_beam as beam
+    import pyarrow as pa
+    from apache_beam.testing.util import assert_that
+
+    from pipeline import beam_job
+
+    batches = [pa.record_batch({"token": pa.array([b"a", b"b", None], pa.large_binary()),
+                                "value": pa.array([1.5, None, -2.0], pa.float32())}),
+               (pa.record_batch({"n": pa.array(np.arange(5))}), np.arange(3.0))]
+
+    def same(received):
+        assert len(received) == 2
+        table = next(r for r in received if isinstance(r, pa.RecordBatch))
+        pair = next(r for r in received if isinstance(r, tuple))
+        assert table.equals(batches[0])
+        assert pair[0].equals(batches[1][0]) and (pair[1] == batches[1][1]).all()
+
+    pipeline = beam_job.new_pipeline(transform_job.pipeline_options([]))
+    moved = pipeline | beam.Create(batches, reshuffle=False) | beam.Reshuffle()
+    assert_that(moved, same)
+    pipeline.run().wait_until_finish()
