@@ -284,10 +284,17 @@ def _train_parts(pipeline, config: cfg.FeatureConfig, name: str, input_paths: Se
             read_rows.append(eval_rows)
         dead = (dead, eval_dead) | f"DeadLetters{name}" >> beam.Flatten()
     else:
-        if config.split.method == "day" and eval_days is not None:
-            eval_days.append(rows | f"EvalDays{name}" >> wd_io.EvalDays(config.split))
-        train_rows, eval_rows = rows | f"Split{name}" >> wd_io.SplitTrainEval(
-            config.split, eval_days[0] if eval_days else None)
+        days = None
+        if config.split.method == "day":
+            # From a read of their own: eval days computed from the very rows they split
+            # would make the DirectRunner hold every one of them until the days are known
+            # (0.8 GB a million Criteo-shaped rows); reading the files again costs seconds.
+            day_rows, _ = pipeline | f"ReadDays{name}" >> wd_io.ReadImpressions(
+                config, input_paths, counted=False)
+            days = day_rows | f"EvalDays{name}" >> wd_io.EvalDays(config.split)
+            if eval_days is not None:
+                eval_days.append(days)
+        train_rows, eval_rows = rows | f"Split{name}" >> wd_io.SplitTrainEval(config.split, days)
     validation_rows = None
     if config.split.validation_fraction:
         train_rows, validation_rows = train_rows | f"HoldOut{name}" >> wd_io.HoldOut(
