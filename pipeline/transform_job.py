@@ -311,8 +311,7 @@ def _rows_to_transform(pipeline, config: cfg.FeatureConfig, input_paths: Sequenc
     memory, all of them (about 2.4 GB a million app-store rows, measured by bench/scale.py).
     Reading the files again costs seconds a million rows. A separate eval input is a read
     of its own (joining two reads would be a Flatten, which the DirectRunner materializes);
-    a "day" split takes its eval days from the first read (``eval_days``), for the same
-    reason.
+    a "day" split takes the eval days the first split used (``eval_days``).
     """
     fitted = ("train", "validation") if config.split.validation_fraction else ("train",)
 
