@@ -640,8 +640,8 @@ class EvalDays(beam.PTransform):
     """Record batches → the set of days a "day" split sends to eval (the newest ones).
 
     A side input computed from the very rows it splits makes the DirectRunner hold all of
-    them until it is known, so the transform job computes it on its first read of the
-    rows and splits its second read by it."""
+    them until it is known, so the transform job computes it from a read of its own and
+    splits both of its reads of the rows by it."""
 
     def __init__(self, split: cfg.SplitSpec):
         super().__init__()
