@@ -69,6 +69,13 @@ def summary_table(results: dict) -> str:
                      f"{t['reference_fixed_seconds']:.1f} + "
                      f"{t['reference_seconds_per_million']:.1f}",
                      _ratio(ours_rate, run["reference_rows_per_second"]), goals))
+        if "reference_examples_format_seconds" in run:
+            rows.append((f"transform, {name}, {run['rows']:,} rows, the reference writing "
+                         "our output (gzip TFRecords of tf.Examples) (s)",
+                         _fmt(run["ours_seconds"]),
+                         f"pyarrow/numpy + tfx-bsl {_fmt(run['reference_examples_format_seconds'])}",
+                         _ratio(run["ours_seconds"], run["reference_examples_format_seconds"]),
+                         ""))
     t = results.get("train")
     if t:
         ratio = t.get("ours_vs_torch")

@@ -29,12 +29,15 @@ def test_smoke_run_writes_agreeing_figures_and_keeps_other_results(tmp_path):
         assert [run["rows"] for run in summary["runs"]] == figures["sizes"], name
         for run in summary["runs"]:
             for key in ("generate_seconds", "ours_seconds", "reference_seconds",
-                        "reference_rows_per_second", "ours_vs_reference"):
+                        "reference_rows_per_second", "ours_vs_reference",
+                        "reference_examples_format_seconds"):
                 assert run[key] > 0, (name, key)
             assert run["checks"]["rows_agree"] is True, name
             assert run["checks"]["vocab_agree"] is True, name
             assert run["checks"]["vocabularies"], name  # each config has vocabularies
             assert sum(run["reference"]["rows_out"].values()) == run["rows"], name
+            # The reference also wrote every row of both splits in our output format.
+            assert run["reference"]["examples_written"] == run["reference"]["rows_out"], name
         # The cost line goes through both runs.
         small, large = summary["runs"]
         per_row = summary["ours_seconds_per_million"] / 1e6
