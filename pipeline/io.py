@@ -698,29 +698,6 @@ def _holdout_key_columns(config: cfg.FeatureConfig) -> list[str]:
     return [key] if key else [c.name for c in config.raw_columns if c.kind != cfg.MULTIVALENT]
 
 
-def _validation_mask(batch: pa.RecordBatch, key_columns: Sequence[str],
-                     fraction: float) -> np.ndarray:
-    return _key_fraction(_row_keys(batch, key_columns), VALIDATION_SALT) < fraction
-
-
-class HoldOut(beam.PTransform):
-    """Train record batches → (fit, validation): a deterministic `fraction` of the rows,
-    by the hash of the split key when there is one (a user's rows stay together), else of
-    the row's single-valued fields."""
-
-    def __init__(self, config: cfg.FeatureConfig, fraction: float):
-        super().__init__()
-        self.fraction = fraction
-        self.key_columns = _holdout_key_columns(config)
-
-    def expand(self, batches):
-        fraction, key_columns = self.fraction, self.key_columns
-        masks = batches | "MaskByRowHash" >> beam.Map(
-            lambda b: (b, _validation_mask(b, key_columns, fraction)))
-        parts = masks | "Route" >> beam.FlatMap(_route).with_outputs("eval", main="train")
-        return parts.train, parts.eval
-
-
 SPLIT_COLUMN = "__widedeep_split__"  # not a config column: TFT passes it through
 SPLIT_NAMES = ("train", "eval", "validation")  # a row's split id indexes this
 
@@ -734,21 +711,24 @@ def with_split_ids(batch: pa.RecordBatch, ids) -> pa.RecordBatch:
 
 
 def _with_split_ids(batch_and_eval, key_columns: Sequence[str], fraction: float):
+    """The validation holdout: a deterministic `fraction` of the rows not in eval, by the
+    hash of the split key when there is one (a user's rows stay together), else of the
+    row's single-valued fields."""
     batch, is_eval = batch_and_eval
     ids = np.where(is_eval, SPLIT_NAMES.index("eval"), SPLIT_NAMES.index("train"))
     if fraction:
-        ids[~is_eval & _validation_mask(batch, key_columns, fraction)] = SPLIT_NAMES.index(
-            "validation")
+        held_out = _key_fraction(_row_keys(batch, key_columns), VALIDATION_SALT) < fraction
+        ids[~is_eval & held_out] = SPLIT_NAMES.index("validation")
     return with_split_ids(batch, ids)
 
 
 class TagSplits(beam.PTransform):
     """Record batches → the same batches with each row's split (an index into SPLIT_NAMES)
-    in one more column, by the rules of SplitTrainEval and HoldOut, so that every split can
-    go through one TFT transform and be told apart after it. ``rows`` says what the input
-    is: "split" (split it by the config's rule; ``eval_days`` as for SplitTrainEval),
-    "train" (a separate eval input's other side: train and validation) or "eval" (that
-    eval input)."""
+    in one more column, by the rule of SplitTrainEval and the validation holdout, so that
+    every split can go through one TFT transform and be told apart after it. ``rows`` says
+    what the input is: "split" (split it by the config's rule; ``eval_days`` as for
+    SplitTrainEval), "train" (train rows: train and validation) or "eval" (a separate eval
+    input)."""
 
     def __init__(self, config: cfg.FeatureConfig, rows: str = "split", eval_days=None):
         super().__init__()

@@ -297,8 +297,11 @@ def _train_parts(pipeline, config: cfg.FeatureConfig, name: str, input_paths: Se
         train_rows, eval_rows = rows | f"Split{name}" >> wd_io.SplitTrainEval(config.split, days)
     validation_rows = None
     if config.split.validation_fraction:
-        train_rows, validation_rows = train_rows | f"HoldOut{name}" >> wd_io.HoldOut(
-            config, config.split.validation_fraction)
+        kept = ("train", "validation")
+        parts = (train_rows | f"HoldOut{name}" >> wd_io.TagSplits(config, "train")
+                 | f"RouteHoldOut{name}" >> beam.FlatMap(_route_splits, kept)
+                 .with_outputs(*kept))
+        train_rows, validation_rows = parts["train"], parts["validation"]
     return train_rows, validation_rows, eval_rows, dead
 
 
@@ -338,7 +341,10 @@ def _rows_of_split(batch: pa.RecordBatch, name: str):
 
 
 def _route_splits(batch_and_passthrough, kept: Sequence[str]):
-    batch = batch_and_passthrough[0]
+    """Each kept split's rows of a tagged record batch (or of TFT's (record batch,
+    passthrough features)), as a tagged output of that name."""
+    batch = (batch_and_passthrough[0] if isinstance(batch_and_passthrough, tuple)
+             else batch_and_passthrough)
     for name in kept:
         for rows in _rows_of_split(batch, name):
             yield beam.pvalue.TaggedOutput(name, rows)
