@@ -199,45 +199,27 @@ class ColumnStatistics(beam.PTransform):
         self.config, self.output_dir, self.known_values = config, output_dir, known_values
 
     def expand(self, batches):
-        fn = ColumnStatsFn(self.config, self.known_values)
         inputs = batches if isinstance(batches, tuple) else (batches,)
-        summaries = [rows | f"Summarize{i}" >> beam.CombineGlobally(_Summaries(fn))
+        summaries = [rows | f"Summarize{i}" >> beam.CombineGlobally(
+                         _Summaries(self.config, self.known_values))
                      for i, rows in enumerate(inputs)]
         return (tuple(summaries) | "Summaries" >> beam.Flatten()
-                | "Merge" >> beam.CombineGlobally(_MergedSummaries(fn))
+                | "Merge" >> beam.CombineGlobally(_MergedSummaries(self.config))
                 | "Write" >> beam.Map(_write_json, paths.join(self.output_dir, STATS_FILE)))
 
 
-class _Summaries(beam.CombineFn):
+class _Summaries(ColumnStatsFn):
     """A ColumnStatsFn whose output is its accumulator, for merging with other inputs'."""
-
-    def __init__(self, fn: ColumnStatsFn):
-        self.fn = fn
-
-    def setup(self):
-        self.fn.setup()
-
-    def create_accumulator(self):
-        return self.fn.create_accumulator()
-
-    def add_input(self, accumulator, batch):
-        return self.fn.add_input(accumulator, batch)
-
-    def merge_accumulators(self, accumulators):
-        return self.fn.merge_accumulators(accumulators)
 
     def extract_output(self, accumulator):
         return accumulator
 
 
-class _MergedSummaries(_Summaries):
+class _MergedSummaries(ColumnStatsFn):
     """Merges the inputs' accumulators into the statistics."""
 
     def add_input(self, accumulator, summary):
-        return self.fn.merge_accumulators([accumulator, summary])
-
-    def extract_output(self, accumulator):
-        return self.fn.extract_output(accumulator)
+        return self.merge_accumulators([accumulator, summary])
 
 
 def _write_json(value, path: str) -> str:
