@@ -22,7 +22,7 @@ RESULTS_FILE = os.path.join(ROOT, "bench", "results.json")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-import transforms  # noqa: E402,F401  (sets the Keras mode: transforms/__init__.py)
+from transforms import paths  # noqa: E402  (first: the Keras mode, transforms/__init__.py)
 
 
 def log(line: str) -> None:
@@ -41,21 +41,13 @@ def cpu_model() -> str:
 
 def merge_results(path: str, key: str, figures: dict) -> None:
     """Updates one key of the results file, keeping what other benchmarks wrote there."""
-    results = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            try:
-                results = json.load(f)
-            except json.JSONDecodeError as e:
-                raise SystemExit(f"bench: {path} is not valid JSON ({e}); fix or remove it "
-                                 "(it holds the figures of every benchmark)") from None
+    try:
+        results = paths.read_json(path, default={})
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"bench: {path} is not valid JSON ({e}); fix or remove it "
+                         "(it holds the figures of every benchmark)") from None
     results[key] = figures
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = f"{path}.partial"
-    with open(partial, "w") as f:
-        json.dump(results, f, indent=2)
-        f.write("\n")
-    os.replace(partial, path)  # a reader never sees a half-written file
+    paths.write_text(path, json.dumps(results, indent=2) + "\n")  # never half a file
 
 
 SYNTHETIC = ("appstore", "criteo_like")
