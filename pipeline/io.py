@@ -605,18 +605,14 @@ class ReadImpressions(beam.PTransform):
                  optional_columns: Sequence[str] = (), count_missing: bool = False,
                  counted: bool = True):
         super().__init__()
-        self.counted = counted
-        self.config = config
         self.paths = list(paths)
-        self.optional_columns = tuple(optional_columns)
-        self.count_missing = count_missing
+        self.read = _ReadAndValidateFile(config, optional_columns, count_missing, counted)
 
     def expand(self, pipeline):
         results = (pipeline
                    | "ListFiles" >> beam.Create(self.paths)
                    | "SpreadFiles" >> beam.Reshuffle()
-                   | "ReadAndValidate" >> beam.ParDo(_ReadAndValidateFile(
-                       self.config, self.optional_columns, self.count_missing, self.counted))
+                   | "ReadAndValidate" >> beam.ParDo(self.read)
                    .with_outputs(DEAD_LETTER, main="rows"))
         return results.rows, results[DEAD_LETTER]
 
@@ -657,24 +653,17 @@ class EvalDays(beam.PTransform):
                                          if len(ds) > split.eval_days else set()))
 
 
-class _EvalMasks(beam.PTransform):
+def _eval_masks(batches, split: cfg.SplitSpec, eval_days=None):
     """Record batches → (batch, whether each row is eval) by hash of a key column or by the
     newest days (``eval_days``, from :class:`EvalDays`: of these rows when not given)."""
-
-    def __init__(self, split: cfg.SplitSpec, eval_days=None):
-        super().__init__()
-        self.split, self.eval_days = split, eval_days
-
-    def expand(self, batches):
-        split = self.split
-        if split.method != "day":
-            return batches | "MaskByKeyHash" >> beam.Map(
-                lambda b: (b, _key_fraction(b.column(split.key).flatten()) < split.eval_fraction))
-        eval_days = self.eval_days or batches | "EvalDays" >> EvalDays(split)
-        return batches | "MaskByDay" >> beam.Map(
-            lambda b, ed: (b, np.fromiter((d in ed for d in _scalars(b, split.day_column)),
-                                          dtype=bool, count=b.num_rows)),
-            beam.pvalue.AsSingleton(eval_days))
+    if split.method != "day":
+        return batches | "MaskByKeyHash" >> beam.Map(
+            lambda b: (b, _key_fraction(b.column(split.key).flatten()) < split.eval_fraction))
+    eval_days = eval_days or batches | "EvalDays" >> EvalDays(split)
+    return batches | "MaskByDay" >> beam.Map(
+        lambda b, ed: (b, np.fromiter((d in ed for d in _scalars(b, split.day_column)),
+                                      dtype=bool, count=b.num_rows)),
+        beam.pvalue.AsSingleton(eval_days))
 
 
 class SplitTrainEval(beam.PTransform):
@@ -685,7 +674,7 @@ class SplitTrainEval(beam.PTransform):
         self.split, self.eval_days = split, eval_days
 
     def expand(self, batches):
-        parts = (batches | "Mask" >> _EvalMasks(self.split, self.eval_days)
+        parts = (_eval_masks(batches, self.split, self.eval_days)
                  | "Route" >> beam.FlatMap(_route).with_outputs("eval", main="train"))
         return parts.train, parts.eval
 
@@ -736,7 +725,7 @@ class TagSplits(beam.PTransform):
 
     def expand(self, batches):
         if self.rows == "split":
-            masks = batches | "Mask" >> _EvalMasks(self.config.split, self.eval_days)
+            masks = _eval_masks(batches, self.config.split, self.eval_days)
         else:
             every = self.rows == "eval"
             masks = batches | "Mask" >> beam.Map(lambda b: (b, np.full(b.num_rows, every)))
