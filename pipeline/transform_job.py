@@ -253,8 +253,6 @@ def day_key(day: str, day_paths: Sequence[str]) -> str:
     whose export was redone is analysed again rather than read from a stale cache."""
     import hashlib
 
-    from apache_beam.io.filesystems import FileSystems
-
     files = sorted((m.path, m.size_in_bytes) for r in FileSystems.match(list(day_paths))
                    for m in r.metadata_list)
     return f"day-{day}-{hashlib.sha256(repr(files).encode()).hexdigest()[:12]}"
