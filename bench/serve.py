@@ -157,27 +157,20 @@ def write_candidates_csv(table, out_dir: str, shards: int = 4) -> str:
 
 
 def serialized_requests(config, table, per_query: int) -> list[list[bytes]]:
-    """Each query's rows as the raw tf.Examples a serving client sends (model inputs only)."""
-    import tensorflow as tf
+    """Each query's rows as the raw tf.Examples a serving client sends (model inputs only),
+    read and encoded as `widedeep score` reads and encodes its candidates."""
+    from tfx_bsl.coders import example_coder
 
-    from transforms import config as cfg
+    from pipeline import io as wd_io
+    from pipeline import score_job
 
-    columns = {c.name: table.column(c.name).to_pylist() for c in config.feature_columns}
-    examples = []
-    for row in range(table.num_rows):
-        feature = {}
-        for column in config.feature_columns:
-            value = columns[column.name][row]
-            if column.kind == cfg.NUMERIC:
-                feature[column.name] = tf.train.Feature(
-                    float_list=tf.train.FloatList(value=[float(value)]))
-            else:
-                tokens = ([t for t in str(value).split(column.separator) if t]
-                          if column.kind == cfg.MULTIVALENT else [str(value)])
-                feature[column.name] = tf.train.Feature(
-                    bytes_list=tf.train.BytesList(value=[t.encode() for t in tokens]))
-        examples.append(tf.train.Example(
-            features=tf.train.Features(feature=feature)).SerializeToString())
+    read_config = score_job.scoring_config(config)  # the label column is not read
+    validate, rows = wd_io.RowValidator(read_config), wd_io.RecordBatchBuilder(read_config)
+    for fields in zip(*(table.column(name).to_pylist() if name in table.column_names
+                        else [None] * table.num_rows for name in read_config.column_names)):
+        rows.add(validate(fields)[0])
+    examples = example_coder.RecordBatchToExamples(
+        rows.flush().select([c.name for c in config.feature_columns]))
     return [examples[i:i + per_query] for i in range(0, len(examples), per_query)]
 
 
