@@ -9,12 +9,14 @@ this folder is on ``sys.path``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_FILE = os.path.join(ROOT, "bench", "results.json")
@@ -48,6 +50,18 @@ def merge_results(path: str, key: str, figures: dict) -> None:
                          "(it holds the figures of every benchmark)") from None
     results[key] = figures
     paths.write_text(path, json.dumps(results, indent=2) + "\n")  # never half a file
+
+
+@contextlib.contextmanager
+def work_dir(kept: str | None, prefix: str):
+    """``kept`` (a script's --work-dir) when given, else a temporary directory that is
+    removed at the end."""
+    path = kept or tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield path
+    finally:
+        if not kept:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 SYNTHETIC = ("appstore", "criteo_like")

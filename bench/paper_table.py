@@ -34,7 +34,6 @@ import argparse
 import dataclasses
 import os
 import shutil
-import tempfile
 import time
 
 import numpy as np
@@ -200,9 +199,8 @@ def main(argv=None) -> dict:
     config = common.load_config(args.config)
     budget = dataclasses.replace(config.train, **(SMOKE_TRAIN if args.smoke else {}))
     grids = SMOKE_GRIDS if args.smoke else GRIDS
-    work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench-paper-table-")
     started = time.perf_counter()
-    try:
+    with common.work_dir(args.work_dir, "bench-paper-table-") as work_dir:
         transform_dir, stats = common.synthetic_transform(config, work_dir, args.rows,
                                                           seed=args.seed)
         rows_out = stats["rows_out"]
@@ -214,9 +212,6 @@ def main(argv=None) -> dict:
         grid_results, labels, models = select_and_score(config, transform_dir, work_dir,
                                                          budget, grids,
                                                          keep_models=bool(args.work_dir))
-    finally:
-        if not args.work_dir:
-            shutil.rmtree(work_dir, ignore_errors=True)
 
     truth = true_probability_scores(config, args, labels)
     for model_type, m in models.items():

@@ -33,6 +33,7 @@ import time
 
 import common
 from common import ROOT, merge_results
+from pipeline.run_dir import RunDir, WorkDir  # noqa: E402
 
 BENCH_KEY = "scale"
 STAGE_OUTPUTS = {"synth": "raw", "transform": "runs/scale/transform",
@@ -133,12 +134,12 @@ def run_size(args, rows: int) -> dict:
     command = [sys.executable, "-m", "pipeline.cli", "run", "--config", config,
                "--work-dir", work_dir, "--synth-rows", str(rows), "--run-id", "scale"]
     common.log(f"{rows} rows: {' '.join(command[1:])}")
-    manifest_path = os.path.join(work_dir, "runs", "scale", "manifest.json")
+    run_dir = WorkDir(work_dir).run("scale")
     started = time.perf_counter()
     with open(os.path.join(work_dir, "run.log"), "w") as log:
         process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-        sampler = StageSampler(process.pid, manifest_path)
+        sampler = StageSampler(process.pid, run_dir.path(RunDir.MANIFEST))
         sampler.start()
         code = process.wait()
         sampler.done.set()
@@ -147,8 +148,7 @@ def run_size(args, rows: int) -> dict:
     if code != 0:
         raise SystemExit(f"bench: widedeep run failed at {rows} rows (exit {code}); see "
                          f"{work_dir}/run.log")
-    with open(manifest_path) as f:
-        manifest = json.load(f)
+    manifest = run_dir.manifest()
     stages = {}
     for name, record in manifest["stages"].items():
         seconds = record.get("seconds") or 0.0

@@ -39,7 +39,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 import time
 
 import numpy as np
@@ -109,8 +108,6 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
 
 def run_ours(config, input_glob: str, output_dir: str, pipeline_args, mode: str) -> dict:
     """Wall time of ``run_transform`` (what ``widedeep transform`` runs) and its stats."""
-    from pipeline import transform_job
-
     started = time.perf_counter()
     stats = transform_job.run_transform(
         config, input_glob, output_dir, pipeline_args=list(pipeline_args),
@@ -533,13 +530,12 @@ def _print_checks(name: str, rows: int, checks: dict) -> None:
 def run_size(name: str, rows: int, args, pipeline_args, work_dir: str) -> dict:
     """One dataset at one size: generate, reference, ours (each mode), agreement."""
     from pipeline import io as wd_io
-    from transforms.config import load_config
 
     started = time.perf_counter()
     config_path, input_glob = common.write_synthetic(name, os.path.join(work_dir, "raw"), rows,
                                                      shards=args.shards)
     generate_seconds = time.perf_counter() - started
-    config = load_config(config_path)
+    config = common.load_config(config_path)
     # The reference splits train/eval only; compare like with like.
     config = dataclasses.replace(config, split=dataclasses.replace(config.split,
                                                                    validation_fraction=0.0))
@@ -596,11 +592,9 @@ def _vocabulary_files(transform_dir: str) -> dict[str, bytes]:
 def run_window(args, work_dir: str) -> dict:
     """A night with ``[analysis] window_days = N`` (its earlier days in the analyzer cache)
     against a one-day night, and its vocabularies against one analysis of all N days."""
-    from configs import shipped_config
     from pipeline import orchestrate
     from transforms import config as cfg
     from transforms import synthetic
-    from transforms.config import load_config
 
     root = os.path.join(work_dir, "window")
     shutil.rmtree(root, ignore_errors=True)
@@ -608,7 +602,7 @@ def run_window(args, work_dir: str) -> dict:
                         rows_per_day=args.window_rows, seed=0, shards=args.shards)
     template = os.path.join(root, "logs", "day={date}", "*.csv")
     dates = orchestrate.available_days(template)
-    one_day = load_config(shipped_config("appstore.toml"))
+    one_day = common.load_config()
     windowed = dataclasses.replace(one_day, analysis=cfg.AnalysisParams(
         window_days=args.window_days))
 
@@ -648,18 +642,12 @@ def main(argv=None) -> dict:
     import pyarrow  # noqa: F401
     import tensorflow_transform.beam  # noqa: F401
 
-    from pipeline import transform_job
-
     transform_job.quiet_beam_logs()
     common.log(f"{os.cpu_count()} CPU(s), {common.cpu_model()}")
-    work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench-transform-")
-    try:
+    with common.work_dir(args.work_dir, "bench-transform-") as work_dir:
         datasets = {name: run_dataset(name, args, pipeline_args, work_dir)
                     for name in args.datasets}
         window = run_window(args, work_dir) if args.window_days > 1 else None
-    finally:
-        if not args.work_dir:
-            shutil.rmtree(work_dir, ignore_errors=True)
     print()
     for name, summary in datasets.items():
         print(markdown_table(name, summary))
