@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_FILE = os.path.join(ROOT, "bench", "results.json")
 
@@ -25,6 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 from transforms import paths  # noqa: E402  (first: the Keras mode, transforms/__init__.py)
+from configs import shipped_config  # noqa: E402
+from transforms import config as cfg  # noqa: E402
 
 
 def log(line: str) -> None:
@@ -72,9 +76,6 @@ SMOKE_MODEL = {"hidden_units": (16, 8), "embedding_dim": 4, "batch_size": 128}
 def load_config(path: str | None = None, *, smoke_train: dict | None = None):
     """A feature config (default: the shipped appstore.toml), with `smoke_train`'s values
     in its [train] when given."""
-    from configs import shipped_config
-    from transforms import config as cfg
-
     config = cfg.load_config(path or shipped_config("appstore.toml"))
     if not smoke_train:
         return config
@@ -85,7 +86,6 @@ def write_synthetic(name: str, raw_dir: str, rows: int, *, seed: int = 0,
                     shards: int = 4) -> tuple[str, str]:
     """Writes a synthetic log under ``raw_dir`` (emptied first): the built-in app-store log
     (one day) or the Criteo-shaped click log; returns (its shipped config, input glob)."""
-    from configs import shipped_config
     from transforms import synthetic, synthetic_ctr
 
     shutil.rmtree(raw_dir, ignore_errors=True)
@@ -115,7 +115,6 @@ def synthetic_transform(config, work_dir: str, rows: int, *, seed: int = 0,
 
 def eval_predictions(config, transform_dir: str, model_dir: str):
     """(labels, predicted probabilities) of a trained model on the transformed eval split."""
-    import numpy as np
     import tensorflow_transform as tft
 
     from trainer import data
@@ -137,7 +136,6 @@ def eval_predictions(config, transform_dir: str, model_dir: str):
 def read_split(files: list[str], feature_spec: dict, label: str):
     """(columns, labels) of transformed examples as numpy, in file order; a multivalent
     column as (ids, ids per row)."""
-    import numpy as np
     import tensorflow as tf
 
     columns: dict[str, list] = {name: [] for name in feature_spec if name != label}

@@ -42,10 +42,19 @@ import shutil
 import time
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 import common  # noqa: E402  (first: the Keras mode, the repository on sys.path)
 from common import merge_results  # noqa: E402
+from pipeline import io as wd_io  # noqa: E402
+from pipeline import orchestrate  # noqa: E402
 from pipeline import transform_job  # noqa: E402
+from transforms import config as cfg  # noqa: E402
+from transforms import synthetic  # noqa: E402
+from transforms.features import CROSS_SEPARATOR  # noqa: E402
 
 MILLION = 1_000_000
 # Per dataset (issue 16): seconds for 1M rows, the fixed part, and ours / reference at 1M.
@@ -131,8 +140,6 @@ class _ListColumn:
 
     @classmethod
     def of(cls, values) -> "_ListColumn":
-        import pyarrow as pa
-
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
         if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
@@ -142,15 +149,11 @@ class _ListColumn:
         return cls(np.arange(len(values) + 1, dtype=np.int64), values)
 
     def with_ids(self, ids: np.ndarray):
-        import pyarrow as pa
-
         return pa.ListArray.from_arrays(pa.array(self.offsets.astype(np.int32)), pa.array(ids))
 
 
 def _cross(columns: list[_ListColumn], separator: str) -> _ListColumn:
     """Per row, every combination of the columns' tokens, joined by the separator."""
-    import pyarrow.compute as pc
-
     result = columns[0]
     for other in columns[1:]:
         left_lengths, right_lengths = np.diff(result.offsets), np.diff(other.offsets)
@@ -171,8 +174,6 @@ def _hash_ids(strings, buckets: int) -> np.ndarray:
     Not TF's fingerprint (the brief allows any hash); it only has to cost what a hash
     costs. Tokens are hashed in chunks so the per-byte temporaries stay small.
     """
-    import pyarrow as pa
-
     if isinstance(strings, pa.ChunkedArray):
         strings = strings.combine_chunks()
     n = len(strings)
@@ -215,9 +216,6 @@ def _vocabulary(tokens, min_count: int):
     tokens and tokens with a newline are left out, since a text vocabulary file cannot
     hold them.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     counts = pc.value_counts(tokens).flatten()
     table = pa.table({"token": counts[0], "count": counts[1]})
     keep = pc.and_(pc.greater_equal(table["count"], min_count),
@@ -227,8 +225,6 @@ def _vocabulary(tokens, min_count: int):
 
 
 def _vocabulary_ids(tokens, vocabulary, oov_buckets: int) -> np.ndarray:
-    import pyarrow.compute as pc
-
     ids = pc.index_in(tokens, value_set=vocabulary)
     unknown = ids.is_null().to_numpy(zero_copy_only=False)
     ids = ids.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -241,11 +237,6 @@ def _vocabulary_ids(tokens, vocabulary, oov_buckets: int) -> np.ndarray:
 
 def _read_log(config, paths: list[str], columns: list[str]):
     """The CSV files as one Arrow table: numeric columns as float32, the rest as strings."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    from transforms import config as cfg
-
     spec = config.input
     types = {c.name: pa.float32() if c.kind == cfg.NUMERIC else pa.string()
              for c in config.columns if c.name in columns}
@@ -265,11 +256,6 @@ def _read_log(config, paths: list[str], columns: list[str]):
 def _prepared_table(config, raw, columns: list[str]):
     """Typed columns as the job's reader makes them: trimmed, missing values blanked,
     multivalent split into lists, numerics defaulted, clipped and log-scaled, label 0/1."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from transforms import config as cfg
-
     spec = config.input
     missing = pa.array(list(spec.missing_values) + [""], pa.string())
     prepared = {}
@@ -309,11 +295,6 @@ def _prepared_table(config, raw, columns: list[str]):
 
 def _eval_mask(config, prepared) -> np.ndarray:
     """The job's split rule (pipeline/io.py SplitTrainEval), computed once per distinct key."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from pipeline import io as wd_io
-
     split = config.split
     if split.method == "hash":
         encoded = pc.dictionary_encode(prepared.column(split.key).combine_chunks())
@@ -330,9 +311,6 @@ def _eval_mask(config, prepared) -> np.ndarray:
 
 def _reference_analyze(columns, crosses, train):
     """(vocabularies, quantile boundaries, the train split's cross tokens) of the train split."""
-    from transforms import config as cfg
-    from transforms.features import CROSS_SEPARATOR
-
     vocabularies, boundaries, train_crosses = {}, {}, {}
     for column in columns:
         if column.kind == cfg.NUMERIC:
@@ -355,11 +333,6 @@ def _reference_analyze(columns, crosses, train):
 def _reference_apply(config, columns, crosses, splits, vocabularies, boundaries,
                      train_crosses) -> dict:
     """Both splits through the analysis: ids, [0, 1] buckets and cross ids, as tables."""
-    import pyarrow as pa
-
-    from transforms import config as cfg
-    from transforms.features import CROSS_SEPARATOR
-
     outputs = {}
     for split_name, table in splits.items():
         out = {}
@@ -393,9 +366,6 @@ def _reference_apply(config, columns, crosses, splits, vocabularies, boundaries,
 
 def run_reference(config, paths: list[str], output_dir: str) -> dict:
     """The reference, phase by phase; returns its times, split sizes and vocabularies."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     used = set(config.model_feature_names())
     columns = [c for c in config.feature_columns if c.name in used]
     crosses = [x for x in config.crosses if x.name in used]
@@ -529,8 +499,6 @@ def _print_checks(name: str, rows: int, checks: dict) -> None:
 
 def run_size(name: str, rows: int, args, pipeline_args, work_dir: str) -> dict:
     """One dataset at one size: generate, reference, ours (each mode), agreement."""
-    from pipeline import io as wd_io
-
     started = time.perf_counter()
     config_path, input_glob = common.write_synthetic(name, os.path.join(work_dir, "raw"), rows,
                                                      shards=args.shards)
@@ -592,10 +560,6 @@ def _vocabulary_files(transform_dir: str) -> dict[str, bytes]:
 def run_window(args, work_dir: str) -> dict:
     """A night with ``[analysis] window_days = N`` (its earlier days in the analyzer cache)
     against a one-day night, and its vocabularies against one analysis of all N days."""
-    from pipeline import orchestrate
-    from transforms import config as cfg
-    from transforms import synthetic
-
     root = os.path.join(work_dir, "window")
     shutil.rmtree(root, ignore_errors=True)
     synthetic.write_log(os.path.join(root, "logs"), days=args.window_days,
@@ -638,8 +602,8 @@ def run_window(args, work_dir: str) -> dict:
 
 def main(argv=None) -> dict:
     args, pipeline_args = parse_args(argv)
-    # Imports before any clock starts: neither side is charged for loading TF or Arrow.
-    import pyarrow  # noqa: F401
+    # Imports before any clock starts: neither side is charged for loading TFT (or Arrow,
+    # imported with this module).
     import tensorflow_transform.beam  # noqa: F401
 
     transform_job.quiet_beam_logs()
