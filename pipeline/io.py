@@ -25,6 +25,9 @@ from typing import Any, Iterable, Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -338,9 +341,6 @@ def _csv_fast_batch(file_columns: list[str], chunk, config: cfg.FeatureConfig,
     Python per row. Numeric fields read as missing are added to `missing_numeric` once the
     chunk is accepted.
     """
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-
     spec = config.input
     try:
         table = pacsv.read_csv(
@@ -454,8 +454,6 @@ def _parquet_rows(path: str, config: cfg.FeatureConfig, optional: Sequence[str] 
 
 def _checked_parquet(path: str, handle, config: cfg.FeatureConfig, optional: Sequence[str]):
     """The open ParquetFile, its schema checked against the config."""
-    import pyarrow.parquet as pq
-
     try:
         parquet = pq.ParquetFile(handle)
     except Exception as e:
@@ -625,8 +623,6 @@ def hash_fraction(keys: Iterable[bytes]) -> np.ndarray:
 def _key_fraction(keys: pa.Array, salt: bytes = b"") -> np.ndarray:
     """hash_fraction(salt + key) of each row's key, hashing each distinct key once (a
     batch of 16,384 app-store rows has a few thousand users)."""
-    import pyarrow.compute as pc
-
     encoded = pc.dictionary_encode(keys)
     distinct = hash_fraction(salt + k for k in encoded.dictionary.to_pylist())
     return distinct[encoded.indices.to_numpy()]
@@ -735,8 +731,6 @@ class TagSplits(beam.PTransform):
 
 
 def _row_keys(batch: pa.RecordBatch, columns: Sequence[str]) -> pa.Array:
-    import pyarrow.compute as pc
-
     values = []
     for column in columns:
         flat = batch.column(column).flatten()

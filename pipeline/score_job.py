@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                   StandardOptions)
@@ -160,8 +161,6 @@ def _scalar_column(batch: pa.RecordBatch, column: cfg.ColumnSpec) -> pa.Array:
     """One value per row: the single value of a list column, a multivalent one joined."""
     values = batch.column(column.name)
     if column.kind == cfg.MULTIVALENT:
-        import pyarrow.compute as pc
-
         return pc.binary_join(values, column.separator.encode())
     return values.flatten()
 
@@ -189,8 +188,6 @@ class TopCandidatesInBatch(beam.DoFn):
         self.rows_scored = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "rows_scored")
 
     def process(self, result: PredictionResult):
-        import pyarrow.compute as pc
-
         batch, scores = result.example, np.asarray(result.inference, dtype=np.float32)
         n = batch.num_rows
         self.rows_scored.inc(n)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 import struct
 import tempfile
 import time
+import uuid
 import zlib
 from typing import Callable, Sequence
 
@@ -251,8 +253,6 @@ def cache_key(config: cfg.FeatureConfig) -> str:
 def day_key(day: str, day_paths: Sequence[str]) -> str:
     """A day's cache key: its date and a digest of its files' names and sizes, so a day
     whose export was redone is analysed again rather than read from a stale cache."""
-    import hashlib
-
     files = sorted((m.path, m.size_in_bytes) for r in FileSystems.match(list(day_paths))
                    for m in r.metadata_list)
     return f"day-{day}-{hashlib.sha256(repr(files).encode()).hexdigest()[:12]}"
@@ -434,8 +434,6 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_pat
 
 
 def _write_cache_entry(value: bytes, prefix: str) -> str:
-    import uuid
-
     path = f"{prefix}-{uuid.uuid4().hex[:12]}-of-00001.gz"
     writer = _GzipWriter(FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED))
     writer.write(frame_tfrecords([value]))

@@ -28,6 +28,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow_transform.beam import experimental as tft_beam_experimental
 
@@ -125,8 +126,6 @@ class _CountsCoder:
 
 def _write_file(unused_element, counts: list, directory: str, name: str,
                 min_count: int) -> np.ndarray:
-    import tensorflow as tf
-
     tf.io.gfile.makedirs(directory)
     path = f"{directory.rstrip('/')}/{name}"
     with tf.io.gfile.GFile(path, "wb") as f:
@@ -178,8 +177,6 @@ def analyze(tokens: Mapping[str, object], min_counts: Mapping[str, int],
     """{vocabulary file name: its deferred path tensor} for {file name: string tensor of
     tokens (dense, or a SparseTensor's values)}; call inside a preprocessing_fn. Only a
     ``cacheable`` vocabulary's counts can come from TFT's analyzer cache (a window of days)."""
-    import tensorflow as tf
-
     paths = {}
     for name, values in tokens.items():
         flat = values.values if isinstance(values, tf.SparseTensor) else tf.reshape(values, [-1])
