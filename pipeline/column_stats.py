@@ -21,6 +21,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from tfx_bsl import sketches
 
 from transforms import config as cfg
 from transforms import paths
@@ -36,12 +37,6 @@ _TOP_BUCKETS = 1000
 _MAX_LENGTH = 64        # list lengths above this share the last histogram bucket
 
 
-def _sketches():
-    from tfx_bsl import sketches
-
-    return sketches
-
-
 class _Column:
     """One column's accumulator."""
 
@@ -49,13 +44,12 @@ class _Column:
         self.kind, self.rows, self.missing = kind, 0, 0
         self.unseen = None  # values outside a reference vocabulary, when there is one
         if kind.value == "bytes":
-            sketches = _sketches()
             self.top = sketches.MisraGriesSketch(_TOP_BUCKETS)
             self.distinct = sketches.KmvSketch(_SKETCH_BUCKETS)
             self.lengths = np.zeros(_MAX_LENGTH + 1, np.int64)
             self.tokens = 0
         else:
-            self.quantiles = _sketches().QuantilesSketch(0.001, 2**32, 1)
+            self.quantiles = sketches.QuantilesSketch(0.001, 2**32, 1)
             self.total, self.zeros = 0.0, 0
             self.low, self.high = np.inf, -np.inf
 

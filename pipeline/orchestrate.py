@@ -319,7 +319,7 @@ def _validate(ctx: RunContext) -> dict:
     if ctx.config.validation.schema and not paths.exists(schema_file):
         raise FileNotFoundError(f"validation.schema in {ctx.config.source}: no file "
                                 f"{schema_file} (write one with `widedeep schema`)")
-    schema = paths.read_json(schema_file) if paths.exists(schema_file) else None
+    schema = paths.read_json(schema_file)  # None when there is none yet
     record = validation.validate(
         ctx.config, paths.read_json(ctx.run.path(RunDir.COLUMN_STATS)), schema=schema,
         previous=validation.read_stats(blessed) if blessed else None,

@@ -38,11 +38,13 @@ import pyarrow.compute as pc
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                   StandardOptions)
+from tfx_bsl.coders import example_coder
 
 from pipeline import beam_job
 from pipeline import column_stats
 from pipeline import io as wd_io
 from pipeline import validation
+from trainer import export
 from transforms import config as cfg
 from transforms import paths
 
@@ -80,8 +82,6 @@ class ScoreError(beam_job.DataJobError):
 def export_config(export_dir: str) -> cfg.FeatureConfig:
     """The feature config an export was trained with (its assets.extra copy), local or on
     gs:// (a Dataflow job reads its export from there)."""
-    from trainer import export
-
     path = paths.join(export_dir, export.EXTRA_DIR, export.CONFIG_FILE)
     if not paths.exists(path):
         raise wd_io.InputError(
@@ -136,14 +136,9 @@ class ServingSignatureHandler(ModelHandler[pa.RecordBatch, PredictionResult, Cal
         self.feature_columns = list(feature_columns)
 
     def load_model(self):
-        from trainer import export
-
         return export.load_predict_fn(self.export_dir)
 
     def run_inference(self, batch: pa.RecordBatch, model, inference_args=None):
-        from tfx_bsl.coders import example_coder
-        from trainer import export
-
         # Only model inputs go into the examples: keys and ignored columns would just be
         # serialized and parsed again for nothing.
         serialized = example_coder.RecordBatchToExamples(batch.select(self.feature_columns))
@@ -296,9 +291,7 @@ def training_skew(config: cfg.FeatureConfig, export_dir: str, out_dir: str,
     stops: the model serves these rows either way, and a person should know."""
     stats_path = paths.join(out_dir, column_stats.STATS_FILE)
     column_stats.add_numeric_missing(stats_path, missing_numeric)
-    from trainer.export import EXTRA_DIR  # TensorFlow, loaded by the job already
-
-    training_path = paths.join(export_dir, EXTRA_DIR, column_stats.STATS_FILE)
+    training_path = paths.join(export_dir, export.EXTRA_DIR, column_stats.STATS_FILE)
     if not paths.exists(training_path):
         log(f"score: no training statistics in {export_dir} (an older export); skew not "
             "measured")

@@ -24,12 +24,14 @@ import zlib
 from typing import Callable, Sequence
 
 import apache_beam as beam
+import google_crc32c  # ships with apache-beam[gcp]; C implementation
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from tfx_bsl.coders import example_coder
 
 from pipeline import beam_job
 from pipeline import column_stats
@@ -88,8 +90,6 @@ def _count_rows(name: str, label_column: str = ""):
 
 
 def _masked_crc32c(data: bytes) -> int:
-    import google_crc32c  # ships with apache-beam[gcp]; C implementation
-
     crc = google_crc32c.value(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
@@ -117,8 +117,6 @@ def frame_tfrecords(records: list[bytes]) -> bytes:
 
 
 def _framed_examples(batch_and_passthrough) -> bytes:
-    from tfx_bsl.coders import example_coder
-
     batch = batch_and_passthrough[0] if isinstance(batch_and_passthrough, tuple) else batch_and_passthrough
     return frame_tfrecords(example_coder.RecordBatchToExamples(batch))
 

@@ -326,8 +326,7 @@ def _rows(current: Mapping[str, Mapping]) -> int:
 
 
 def read_stats(run: RunDir) -> dict | None:
-    path = run.path(RunDir.COLUMN_STATS)
-    return paths.read_json(path) if paths.exists(path) else None
+    return paths.read_json(run.path(RunDir.COLUMN_STATS))  # None when there are none
 
 
 def blessed_runs(work: WorkDir, current: str) -> list[RunDir]:
