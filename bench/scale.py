@@ -33,6 +33,7 @@ import time
 
 import common
 from common import ROOT, merge_results
+from pipeline.report import figure  # noqa: E402
 from pipeline.run_dir import RunDir, WorkDir  # noqa: E402
 
 BENCH_KEY = "scale"
@@ -190,8 +191,6 @@ def _cell(value) -> str:
 
 
 def plot(results: list[dict], path: str) -> None:
-    from pipeline.report import figure
-
     fig = figure(11, 4.5)
     seconds_ax, memory_ax = fig.subplots(1, 2)
     rows = [r["rows"] for r in results]

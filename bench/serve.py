@@ -40,8 +40,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 import common  # noqa: E402  (first: the Keras mode, the repository on sys.path)
+from transforms import synthetic  # noqa: E402
 
 ROOT = Path(common.ROOT)
 BENCH_KEY = "serve"
@@ -115,11 +119,6 @@ def train_and_export(args, work_dir: str, export_dir: str) -> str:
 def candidate_table(config, queries: int, per_query: int, seed: int):
     """`queries` × `per_query` rows in the raw columns (no label): each query is one user in
     one context, crossed with `per_query` distinct items (apps) of the day's impressions."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from transforms import synthetic
-
     item = config.serving.item_column
     day = synthetic.generate_day(CANDIDATE_DAY, max(4 * queries, 20_000), seed=seed)
     day = day.drop_columns([config.label.column])
@@ -145,8 +144,6 @@ def candidate_table(config, queries: int, per_query: int, seed: int):
 
 
 def write_candidates_csv(table, out_dir: str, shards: int = 4) -> str:
-    import pyarrow.csv as pacsv
-
     os.makedirs(out_dir, exist_ok=True)
     bounds = np.linspace(0, table.num_rows, shards + 1).astype(int)
     for shard in range(shards):
