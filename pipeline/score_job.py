@@ -67,7 +67,6 @@ _fix_beam_memory_probe()
 SUMMARY_FILE = "summary.json"
 SKEW_FILE = "skew.json"
 TOP_K_PREFIX = "top_k"
-METRICS_NAMESPACE = beam_job.METRICS_NAMESPACE
 # Rows per serving_default call: enough that the per-call overhead vanishes and the hidden
 # layers' matmuls are big enough for TF to split across threads. On the default model the
 # CPU time per row is flat from 2,048 to 16,384 rows; the activations (rows x 1024 floats)
@@ -180,7 +179,7 @@ class TopCandidatesInBatch(beam.DoFn):
         self.query_columns = tuple(query_columns)
         self.item_column = item_column
         self.top_k = top_k
-        self.rows_scored = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "rows_scored")
+        self.rows_scored = beam.metrics.Metrics.counter(beam_job.METRICS_NAMESPACE, "rows_scored")
 
     def process(self, result: PredictionResult):
         batch, scores = result.example, np.asarray(result.inference, dtype=np.float32)
@@ -229,7 +228,7 @@ class TopCandidatesPerQuery(beam.PTransform):
 
 
 def _ranking_to_json(query_columns: Sequence[str]):
-    counter = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "queries")
+    counter = beam.metrics.Metrics.counter(beam_job.METRICS_NAMESPACE, "queries")
 
     def to_json(query_and_candidates) -> str:
         query, candidates = query_and_candidates

@@ -43,7 +43,6 @@ from transforms import paths
 
 LOG = logging.getLogger("widedeep")
 STATS_FILE = data.STATS_FILE  # written last: the output's completion marker
-METRICS_NAMESPACE = beam_job.METRICS_NAMESPACE
 
 
 class TransformError(beam_job.DataJobError):
@@ -76,8 +75,8 @@ def check_no_rows_lost(counts: dict[str, int], window: "Window | None" = None,
 def _count_rows(name: str, label_column: str = ""):
     """Counts a split's rows (``rows_<split>``) and, given the label, its positives
     (``positives_<split>``): a shifted eval day shows as a different positive rate."""
-    rows = beam.metrics.Metrics.counter(METRICS_NAMESPACE, name)
-    positives = beam.metrics.Metrics.counter(METRICS_NAMESPACE,
+    rows = beam.metrics.Metrics.counter(beam_job.METRICS_NAMESPACE, name)
+    positives = beam.metrics.Metrics.counter(beam_job.METRICS_NAMESPACE,
                                              name.replace("rows_", "positives_", 1))
 
     def count(batch):
@@ -625,7 +624,6 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
 
     job = beam_job.JobCounts.of(counts)
     main, rows_read = job.main, job.rows_read
-    rows_dead, dead_by_reason = job.rows_dead, job.dead_by_reason
     tft_output = tft.TFTransformOutput(partial_dir)
     rows_out = {split: main.get(f"rows_{split}", 0) for split in (
         "train", "eval", *(["validation"] if config.split.validation_fraction else []))}
@@ -659,7 +657,7 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
     paths.promote(partial_dir, output_dir, marker=STATS_FILE)
     log(f"transform: {rows_read} rows in {elapsed:.1f}s ({stats['rows_per_second']:.0f} rows/s): "
         + ", ".join(f"{split} {n}" for split, n in stats["rows_out"].items()) + ", "
-        f"dead-lettered {rows_dead}" + (f" {dead_by_reason}" if rows_dead else "")
+        f"dead-lettered {job.rows_dead}" + (f" {job.dead_by_reason}" if job.rows_dead else "")
         + f" → {output_dir}")
     return stats
 
