@@ -35,6 +35,7 @@ import common
 from common import ROOT, merge_results
 from pipeline.report import figure  # noqa: E402
 from pipeline.run_dir import RunDir, WorkDir  # noqa: E402
+from transforms import paths  # noqa: E402
 
 BENCH_KEY = "scale"
 STAGE_OUTPUTS = {"synth": "raw", "transform": "runs/scale/transform",
@@ -108,14 +109,11 @@ class StageSampler(threading.Thread):
 
 
 def capped_config(config_path: str, steps: int, folder: str) -> str:
-    text = open(config_path).read()
+    text = paths.read_text(config_path)
     text, found = re.subn(r"^\[train\]\n", f"[train]\nmax_steps = {steps}\n", text, flags=re.M)
     if not found:
         text += f"\n[train]\nmax_steps = {steps}\n"
-    path = os.path.join(folder, "capped.toml")
-    with open(path, "w") as f:
-        f.write(text)
-    return path
+    return paths.write_text(os.path.join(folder, "capped.toml"), text)
 
 
 def disk_bytes(path: str) -> int:
