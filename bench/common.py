@@ -9,12 +9,16 @@ this folder is on ``sys.path``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_FILE = os.path.join(ROOT, "bench", "results.json")
@@ -22,7 +26,9 @@ RESULTS_FILE = os.path.join(ROOT, "bench", "results.json")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-import transforms  # noqa: E402,F401  (sets the Keras mode: transforms/__init__.py)
+from transforms import paths  # noqa: E402  (first: the Keras mode, transforms/__init__.py)
+from configs import shipped_config  # noqa: E402
+from transforms import config as cfg  # noqa: E402
 
 
 def log(line: str) -> None:
@@ -41,21 +47,25 @@ def cpu_model() -> str:
 
 def merge_results(path: str, key: str, figures: dict) -> None:
     """Updates one key of the results file, keeping what other benchmarks wrote there."""
-    results = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            try:
-                results = json.load(f)
-            except json.JSONDecodeError as e:
-                raise SystemExit(f"bench: {path} is not valid JSON ({e}); fix or remove it "
-                                 "(it holds the figures of every benchmark)") from None
+    try:
+        results = paths.read_json(path, default={})
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"bench: {path} is not valid JSON ({e}); fix or remove it "
+                         "(it holds the figures of every benchmark)") from None
     results[key] = figures
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = f"{path}.partial"
-    with open(partial, "w") as f:
-        json.dump(results, f, indent=2)
-        f.write("\n")
-    os.replace(partial, path)  # a reader never sees a half-written file
+    paths.write_text(path, json.dumps(results, indent=2) + "\n")  # never half a file
+
+
+@contextlib.contextmanager
+def work_dir(kept: str | None, prefix: str):
+    """``kept`` (a script's --work-dir) when given, else a temporary directory that is
+    removed at the end."""
+    path = kept or tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield path
+    finally:
+        if not kept:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 SYNTHETIC = ("appstore", "criteo_like")
@@ -66,9 +76,6 @@ SMOKE_MODEL = {"hidden_units": (16, 8), "embedding_dim": 4, "batch_size": 128}
 def load_config(path: str | None = None, *, smoke_train: dict | None = None):
     """A feature config (default: the shipped appstore.toml), with `smoke_train`'s values
     in its [train] when given."""
-    from configs import shipped_config
-    from transforms import config as cfg
-
     config = cfg.load_config(path or shipped_config("appstore.toml"))
     if not smoke_train:
         return config
@@ -79,7 +86,6 @@ def write_synthetic(name: str, raw_dir: str, rows: int, *, seed: int = 0,
                     shards: int = 4) -> tuple[str, str]:
     """Writes a synthetic log under ``raw_dir`` (emptied first): the built-in app-store log
     (one day) or the Criteo-shaped click log; returns (its shipped config, input glob)."""
-    from configs import shipped_config
     from transforms import synthetic, synthetic_ctr
 
     shutil.rmtree(raw_dir, ignore_errors=True)
@@ -109,7 +115,6 @@ def synthetic_transform(config, work_dir: str, rows: int, *, seed: int = 0,
 
 def eval_predictions(config, transform_dir: str, model_dir: str):
     """(labels, predicted probabilities) of a trained model on the transformed eval split."""
-    import numpy as np
     import tensorflow_transform as tft
 
     from trainer import data
@@ -131,7 +136,6 @@ def eval_predictions(config, transform_dir: str, model_dir: str):
 def read_split(files: list[str], feature_spec: dict, label: str):
     """(columns, labels) of transformed examples as numpy, in file order; a multivalent
     column as (ids, ids per row)."""
-    import numpy as np
     import tensorflow as tf
 
     columns: dict[str, list] = {name: [] for name in feature_spec if name != label}

@@ -34,12 +34,14 @@ import argparse
 import dataclasses
 import os
 import shutil
-import tempfile
 import time
 
 import numpy as np
 
 import common  # noqa: E402  (first: the Keras mode, the repository on sys.path)
+from pipeline import gate  # noqa: E402
+from pipeline import report  # noqa: E402
+from transforms import synthetic  # noqa: E402
 
 DEFAULT_OUT = common.RESULTS_FILE
 RESULTS_KEY = "paper_table"
@@ -92,7 +94,6 @@ def select_and_score(config, transform_dir: str, work_dir: str, budget, grids: d
     """Every model at every setting of its grid, each picking its epoch on the validation
     split; the lowest validation log loss per model is scored on the eval split:
     (all settings' validation figures per model, eval labels, eval figures per model)."""
-    from pipeline import gate
     from trainer import train
 
     grid_results, labels, models = {}, None, {}
@@ -138,9 +139,7 @@ def select_and_score(config, transform_dir: str, work_dir: str, budget, grids: d
 
 def true_probability_scores(config, args, labels) -> dict:
     """AUC and log loss of the generator's own install probabilities on the eval rows."""
-    from pipeline import gate
     from pipeline import io as wd_io
-    from transforms import synthetic
 
     split = config.split
     if split.method != "hash":
@@ -200,9 +199,8 @@ def main(argv=None) -> dict:
     config = common.load_config(args.config)
     budget = dataclasses.replace(config.train, **(SMOKE_TRAIN if args.smoke else {}))
     grids = SMOKE_GRIDS if args.smoke else GRIDS
-    work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench-paper-table-")
     started = time.perf_counter()
-    try:
+    with common.work_dir(args.work_dir, "bench-paper-table-") as work_dir:
         transform_dir, stats = common.synthetic_transform(config, work_dir, args.rows,
                                                           seed=args.seed)
         rows_out = stats["rows_out"]
@@ -214,9 +212,6 @@ def main(argv=None) -> dict:
         grid_results, labels, models = select_and_score(config, transform_dir, work_dir,
                                                          budget, grids,
                                                          keep_models=bool(args.work_dir))
-    finally:
-        if not args.work_dir:
-            shutil.rmtree(work_dir, ignore_errors=True)
 
     truth = true_probability_scores(config, args, labels)
     for model_type, m in models.items():
@@ -262,8 +257,6 @@ def main(argv=None) -> dict:
 
 
 def _write_page(args, eval_rows: int, budget, ordering: bool, models: dict, truth: dict) -> str:
-    from pipeline import report
-
     return report.write_comparison_report(
         os.path.join(os.path.dirname(os.path.abspath(args.out)), REPORT_NAME),
         title="The paper's Table 1 on the synthetic app-store log",

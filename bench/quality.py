@@ -29,6 +29,7 @@ import common  # (first: the Keras mode, the repository on sys.path)
 import numpy as np
 
 from configs import shipped_config  # noqa: E402
+from pipeline import gate  # noqa: E402
 from transforms import config as cfg  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -64,7 +65,6 @@ def prepare_dataset(name: str, work: str, rows: int) -> tuple[str, str, str | No
 
 
 def widedeep(config, transform_dir: str, work: str, name: str, params) -> dict:
-    from pipeline import gate
     from trainer.train import train
 
     started = time.time()
@@ -145,8 +145,6 @@ def tree_matrix(config, columns: dict) -> tuple[np.ndarray, list[int]]:
 def baselines(config, transform_dir: str) -> dict[str, dict]:
     import lightgbm as lgb
     from sklearn.linear_model import LogisticRegression
-
-    from pipeline import gate
 
     splits = {s: load_split(config, transform_dir, s) for s in ("train", "validation", "eval")}
     size = sizes(config, transform_dir)

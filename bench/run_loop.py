@@ -16,17 +16,15 @@ Printed: a Markdown table and one JSON line, merged into ``--out`` under "run_lo
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import common
 from common import ROOT, merge_results
+from pipeline.run_dir import WorkDir  # noqa: E402
 
 DEFAULT_OUT = common.RESULTS_FILE
 BENCH_KEY = "run_loop"
@@ -49,23 +47,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     rows = SMOKE_ROWS if args.smoke else args.rows
-    work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench-run-loop-")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    command = [sys.executable, "-m", "pipeline.cli", "run", "--config", args.config,
-               "--work-dir", work_dir, "--synth-rows", str(rows)]
-    common.log(" ".join(command[1:]))
-    try:
+    with common.work_dir(args.work_dir, "bench-run-loop-") as work_dir:
+        command = [sys.executable, "-m", "pipeline.cli", "run", "--config", args.config,
+                   "--work-dir", work_dir, "--synth-rows", str(rows)]
+        common.log(" ".join(command[1:]))
         started = time.perf_counter()
         done = subprocess.run(command, cwd=ROOT, env=env)
         wall = time.perf_counter() - started
-        manifests = sorted(glob.glob(os.path.join(work_dir, "runs", "*", "manifest.json")))
-        if done.returncode != 0 or not manifests:
+        runs = WorkDir(work_dir).runs()
+        if done.returncode != 0 or not runs:
             raise SystemExit(f"bench: widedeep run failed (exit {done.returncode}); see above")
-        with open(manifests[-1]) as f:
-            manifest = json.load(f)
-    finally:
-        if not args.work_dir:
-            shutil.rmtree(work_dir, ignore_errors=True)
+        manifest = runs[-1].manifest()
 
     stages = {name: stage.get("seconds") for name, stage in manifest["stages"].items()}
     result = {"bench": BENCH_KEY, "smoke": args.smoke, "rows": rows,

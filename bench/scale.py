@@ -33,6 +33,9 @@ import time
 
 import common
 from common import ROOT, merge_results
+from pipeline.report import figure  # noqa: E402
+from pipeline.run_dir import RunDir, WorkDir  # noqa: E402
+from transforms import paths  # noqa: E402
 
 BENCH_KEY = "scale"
 STAGE_OUTPUTS = {"synth": "raw", "transform": "runs/scale/transform",
@@ -106,14 +109,11 @@ class StageSampler(threading.Thread):
 
 
 def capped_config(config_path: str, steps: int, folder: str) -> str:
-    text = open(config_path).read()
+    text = paths.read_text(config_path)
     text, found = re.subn(r"^\[train\]\n", f"[train]\nmax_steps = {steps}\n", text, flags=re.M)
     if not found:
         text += f"\n[train]\nmax_steps = {steps}\n"
-    path = os.path.join(folder, "capped.toml")
-    with open(path, "w") as f:
-        f.write(text)
-    return path
+    return paths.write_text(os.path.join(folder, "capped.toml"), text)
 
 
 def disk_bytes(path: str) -> int:
@@ -133,12 +133,12 @@ def run_size(args, rows: int) -> dict:
     command = [sys.executable, "-m", "pipeline.cli", "run", "--config", config,
                "--work-dir", work_dir, "--synth-rows", str(rows), "--run-id", "scale"]
     common.log(f"{rows} rows: {' '.join(command[1:])}")
-    manifest_path = os.path.join(work_dir, "runs", "scale", "manifest.json")
+    run_dir = WorkDir(work_dir).run("scale")
     started = time.perf_counter()
     with open(os.path.join(work_dir, "run.log"), "w") as log:
         process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-        sampler = StageSampler(process.pid, manifest_path)
+        sampler = StageSampler(process.pid, run_dir.path(RunDir.MANIFEST))
         sampler.start()
         code = process.wait()
         sampler.done.set()
@@ -147,8 +147,7 @@ def run_size(args, rows: int) -> dict:
     if code != 0:
         raise SystemExit(f"bench: widedeep run failed at {rows} rows (exit {code}); see "
                          f"{work_dir}/run.log")
-    with open(manifest_path) as f:
-        manifest = json.load(f)
+    manifest = run_dir.manifest()
     stages = {}
     for name, record in manifest["stages"].items():
         seconds = record.get("seconds") or 0.0
@@ -190,8 +189,6 @@ def _cell(value) -> str:
 
 
 def plot(results: list[dict], path: str) -> None:
-    from pipeline.report import figure
-
     fig = figure(11, 4.5)
     seconds_ax, memory_ax = fig.subplots(1, 2)
     rows = [r["rows"] for r in results]

@@ -40,8 +40,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 import common  # noqa: E402  (first: the Keras mode, the repository on sys.path)
+from transforms import synthetic  # noqa: E402
 
 ROOT = Path(common.ROOT)
 BENCH_KEY = "serve"
@@ -115,11 +119,6 @@ def train_and_export(args, work_dir: str, export_dir: str) -> str:
 def candidate_table(config, queries: int, per_query: int, seed: int):
     """`queries` × `per_query` rows in the raw columns (no label): each query is one user in
     one context, crossed with `per_query` distinct items (apps) of the day's impressions."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from transforms import synthetic
-
     item = config.serving.item_column
     day = synthetic.generate_day(CANDIDATE_DAY, max(4 * queries, 20_000), seed=seed)
     day = day.drop_columns([config.label.column])
@@ -145,8 +144,6 @@ def candidate_table(config, queries: int, per_query: int, seed: int):
 
 
 def write_candidates_csv(table, out_dir: str, shards: int = 4) -> str:
-    import pyarrow.csv as pacsv
-
     os.makedirs(out_dir, exist_ok=True)
     bounds = np.linspace(0, table.num_rows, shards + 1).astype(int)
     for shard in range(shards):
@@ -157,27 +154,20 @@ def write_candidates_csv(table, out_dir: str, shards: int = 4) -> str:
 
 
 def serialized_requests(config, table, per_query: int) -> list[list[bytes]]:
-    """Each query's rows as the raw tf.Examples a serving client sends (model inputs only)."""
-    import tensorflow as tf
+    """Each query's rows as the raw tf.Examples a serving client sends (model inputs only),
+    read and encoded as `widedeep score` reads and encodes its candidates."""
+    from tfx_bsl.coders import example_coder
 
-    from transforms import config as cfg
+    from pipeline import io as wd_io
+    from pipeline import score_job
 
-    columns = {c.name: table.column(c.name).to_pylist() for c in config.feature_columns}
-    examples = []
-    for row in range(table.num_rows):
-        feature = {}
-        for column in config.feature_columns:
-            value = columns[column.name][row]
-            if column.kind == cfg.NUMERIC:
-                feature[column.name] = tf.train.Feature(
-                    float_list=tf.train.FloatList(value=[float(value)]))
-            else:
-                tokens = ([t for t in str(value).split(column.separator) if t]
-                          if column.kind == cfg.MULTIVALENT else [str(value)])
-                feature[column.name] = tf.train.Feature(
-                    bytes_list=tf.train.BytesList(value=[t.encode() for t in tokens]))
-        examples.append(tf.train.Example(
-            features=tf.train.Features(feature=feature)).SerializeToString())
+    read_config = score_job.scoring_config(config)  # the label column is not read
+    validate, rows = wd_io.RowValidator(read_config), wd_io.RecordBatchBuilder(read_config)
+    for fields in zip(*(table.column(name).to_pylist() if name in table.column_names
+                        else [None] * table.num_rows for name in read_config.column_names)):
+        rows.add(validate(fields)[0])
+    examples = example_coder.RecordBatchToExamples(
+        rows.flush().select([c.name for c in config.feature_columns]))
     return [examples[i:i + per_query] for i in range(0, len(examples), per_query)]
 
 

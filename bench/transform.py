@@ -39,14 +39,22 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 import time
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 import common  # noqa: E402  (first: the Keras mode, the repository on sys.path)
 from common import merge_results  # noqa: E402
+from pipeline import io as wd_io  # noqa: E402
+from pipeline import orchestrate  # noqa: E402
 from pipeline import transform_job  # noqa: E402
+from transforms import config as cfg  # noqa: E402
+from transforms import synthetic  # noqa: E402
+from transforms.features import CROSS_SEPARATOR  # noqa: E402
 
 MILLION = 1_000_000
 # Per dataset (issue 16): seconds for 1M rows, the fixed part, and ours / reference at 1M.
@@ -110,8 +118,6 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
 
 def run_ours(config, input_glob: str, output_dir: str, pipeline_args, mode: str) -> dict:
     """Wall time of ``run_transform`` (what ``widedeep transform`` runs) and its stats."""
-    from pipeline import transform_job
-
     started = time.perf_counter()
     stats = transform_job.run_transform(
         config, input_glob, output_dir, pipeline_args=list(pipeline_args),
@@ -135,8 +141,6 @@ class _ListColumn:
 
     @classmethod
     def of(cls, values) -> "_ListColumn":
-        import pyarrow as pa
-
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
         if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
@@ -146,15 +150,11 @@ class _ListColumn:
         return cls(np.arange(len(values) + 1, dtype=np.int64), values)
 
     def with_ids(self, ids: np.ndarray):
-        import pyarrow as pa
-
         return pa.ListArray.from_arrays(pa.array(self.offsets.astype(np.int32)), pa.array(ids))
 
 
 def _cross(columns: list[_ListColumn], separator: str) -> _ListColumn:
     """Per row, every combination of the columns' tokens, joined by the separator."""
-    import pyarrow.compute as pc
-
     result = columns[0]
     for other in columns[1:]:
         left_lengths, right_lengths = np.diff(result.offsets), np.diff(other.offsets)
@@ -175,8 +175,6 @@ def _hash_ids(strings, buckets: int) -> np.ndarray:
     Not TF's fingerprint (the brief allows any hash); it only has to cost what a hash
     costs. Tokens are hashed in chunks so the per-byte temporaries stay small.
     """
-    import pyarrow as pa
-
     if isinstance(strings, pa.ChunkedArray):
         strings = strings.combine_chunks()
     n = len(strings)
@@ -219,9 +217,6 @@ def _vocabulary(tokens, min_count: int):
     tokens and tokens with a newline are left out, since a text vocabulary file cannot
     hold them.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     counts = pc.value_counts(tokens).flatten()
     table = pa.table({"token": counts[0], "count": counts[1]})
     keep = pc.and_(pc.greater_equal(table["count"], min_count),
@@ -231,8 +226,6 @@ def _vocabulary(tokens, min_count: int):
 
 
 def _vocabulary_ids(tokens, vocabulary, oov_buckets: int) -> np.ndarray:
-    import pyarrow.compute as pc
-
     ids = pc.index_in(tokens, value_set=vocabulary)
     unknown = ids.is_null().to_numpy(zero_copy_only=False)
     ids = ids.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -245,11 +238,6 @@ def _vocabulary_ids(tokens, vocabulary, oov_buckets: int) -> np.ndarray:
 
 def _read_log(config, paths: list[str], columns: list[str]):
     """The CSV files as one Arrow table: numeric columns as float32, the rest as strings."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    from transforms import config as cfg
-
     spec = config.input
     types = {c.name: pa.float32() if c.kind == cfg.NUMERIC else pa.string()
              for c in config.columns if c.name in columns}
@@ -269,11 +257,6 @@ def _read_log(config, paths: list[str], columns: list[str]):
 def _prepared_table(config, raw, columns: list[str]):
     """Typed columns as the job's reader makes them: trimmed, missing values blanked,
     multivalent split into lists, numerics defaulted, clipped and log-scaled, label 0/1."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from transforms import config as cfg
-
     spec = config.input
     missing = pa.array(list(spec.missing_values) + [""], pa.string())
     prepared = {}
@@ -313,11 +296,6 @@ def _prepared_table(config, raw, columns: list[str]):
 
 def _eval_mask(config, prepared) -> np.ndarray:
     """The job's split rule (pipeline/io.py SplitTrainEval), computed once per distinct key."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from pipeline import io as wd_io
-
     split = config.split
     if split.method == "hash":
         encoded = pc.dictionary_encode(prepared.column(split.key).combine_chunks())
@@ -334,9 +312,6 @@ def _eval_mask(config, prepared) -> np.ndarray:
 
 def _reference_analyze(columns, crosses, train):
     """(vocabularies, quantile boundaries, the train split's cross tokens) of the train split."""
-    from transforms import config as cfg
-    from transforms.features import CROSS_SEPARATOR
-
     vocabularies, boundaries, train_crosses = {}, {}, {}
     for column in columns:
         if column.kind == cfg.NUMERIC:
@@ -359,11 +334,6 @@ def _reference_analyze(columns, crosses, train):
 def _reference_apply(config, columns, crosses, splits, vocabularies, boundaries,
                      train_crosses) -> dict:
     """Both splits through the analysis: ids, [0, 1] buckets and cross ids, as tables."""
-    import pyarrow as pa
-
-    from transforms import config as cfg
-    from transforms.features import CROSS_SEPARATOR
-
     outputs = {}
     for split_name, table in splits.items():
         out = {}
@@ -424,9 +394,6 @@ def _write_examples(outputs: dict, output_dir: str) -> dict[str, int]:
 
 def run_reference(config, paths: list[str], output_dir: str) -> dict:
     """The reference, phase by phase; returns its times, split sizes and vocabularies."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     used = set(config.model_feature_names())
     columns = [c for c in config.feature_columns if c.name in used]
     crosses = [x for x in config.crosses if x.name in used]
@@ -570,14 +537,11 @@ def _print_checks(name: str, rows: int, checks: dict) -> None:
 
 def run_size(name: str, rows: int, args, pipeline_args, work_dir: str) -> dict:
     """One dataset at one size: generate, reference, ours (each mode), agreement."""
-    from pipeline import io as wd_io
-    from transforms.config import load_config
-
     started = time.perf_counter()
     config_path, input_glob = common.write_synthetic(name, os.path.join(work_dir, "raw"), rows,
                                                      shards=args.shards)
     generate_seconds = time.perf_counter() - started
-    config = load_config(config_path)
+    config = common.load_config(config_path)
     # The reference splits train/eval only; compare like with like.
     config = dataclasses.replace(config, split=dataclasses.replace(config.split,
                                                                    validation_fraction=0.0))
@@ -637,19 +601,13 @@ def _vocabulary_files(transform_dir: str) -> dict[str, bytes]:
 def run_window(args, work_dir: str) -> dict:
     """A night with ``[analysis] window_days = N`` (its earlier days in the analyzer cache)
     against a one-day night, and its vocabularies against one analysis of all N days."""
-    from configs import shipped_config
-    from pipeline import orchestrate
-    from transforms import config as cfg
-    from transforms import synthetic
-    from transforms.config import load_config
-
     root = os.path.join(work_dir, "window")
     shutil.rmtree(root, ignore_errors=True)
     synthetic.write_log(os.path.join(root, "logs"), days=args.window_days,
                         rows_per_day=args.window_rows, seed=0, shards=args.shards)
     template = os.path.join(root, "logs", "day={date}", "*.csv")
     dates = orchestrate.available_days(template)
-    one_day = load_config(shipped_config("appstore.toml"))
+    one_day = common.load_config()
     windowed = dataclasses.replace(one_day, analysis=cfg.AnalysisParams(
         window_days=args.window_days))
 
@@ -685,22 +643,16 @@ def run_window(args, work_dir: str) -> dict:
 
 def main(argv=None) -> dict:
     args, pipeline_args = parse_args(argv)
-    # Imports before any clock starts: neither side is charged for loading TF or Arrow.
-    import pyarrow  # noqa: F401
+    # Imports before any clock starts: neither side is charged for loading TFT (or Arrow,
+    # imported with this module).
     import tensorflow_transform.beam  # noqa: F401
-
-    from pipeline import transform_job
 
     transform_job.quiet_beam_logs()
     common.log(f"{os.cpu_count()} CPU(s), {common.cpu_model()}")
-    work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench-transform-")
-    try:
+    with common.work_dir(args.work_dir, "bench-transform-") as work_dir:
         datasets = {name: run_dataset(name, args, pipeline_args, work_dir)
                     for name in args.datasets}
         window = run_window(args, work_dir) if args.window_days > 1 else None
-    finally:
-        if not args.work_dir:
-            shutil.rmtree(work_dir, ignore_errors=True)
     print()
     for name, summary in datasets.items():
         print(markdown_table(name, summary))

@@ -7,9 +7,12 @@ Arguments this parser does not know are handed to Beam as pipeline options, so
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+
+from transforms import paths
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -164,7 +167,6 @@ def _datasets(args, beam_args) -> int:
 
 def _transform(config, args, beam_args) -> int:
     from pipeline import transform_job
-    from transforms import paths
     transform_job.run_transform(config, args.input, paths.join(args.work_dir, "transform"),
                                 eval_input_pattern=args.eval_input,
                                 pipeline_args=beam_args, log=LOG.info)
@@ -219,12 +221,9 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _schema(args, beam_args) -> int:
-    import json
-
     from pipeline import validation
     schema, source = validation.schema_from_run(args.work_dir, args.run_id)
     if args.out:
-        from transforms import paths
         paths.write_json(args.out, schema)
         LOG.info("schema: inferred from %s → %s; point [validation] schema at it", source,
                  args.out)

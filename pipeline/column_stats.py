@@ -21,6 +21,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from tfx_bsl import sketches
 
 from transforms import config as cfg
 from transforms import paths
@@ -36,12 +37,6 @@ _TOP_BUCKETS = 1000
 _MAX_LENGTH = 64        # list lengths above this share the last histogram bucket
 
 
-def _sketches():
-    from tfx_bsl import sketches
-
-    return sketches
-
-
 class _Column:
     """One column's accumulator."""
 
@@ -49,13 +44,12 @@ class _Column:
         self.kind, self.rows, self.missing = kind, 0, 0
         self.unseen = None  # values outside a reference vocabulary, when there is one
         if kind.value == "bytes":
-            sketches = _sketches()
             self.top = sketches.MisraGriesSketch(_TOP_BUCKETS)
             self.distinct = sketches.KmvSketch(_SKETCH_BUCKETS)
             self.lengths = np.zeros(_MAX_LENGTH + 1, np.int64)
             self.tokens = 0
         else:
-            self.quantiles = _sketches().QuantilesSketch(0.001, 2**32, 1)
+            self.quantiles = sketches.QuantilesSketch(0.001, 2**32, 1)
             self.total, self.zeros = 0.0, 0
             self.low, self.high = np.inf, -np.inf
 
@@ -199,45 +193,27 @@ class ColumnStatistics(beam.PTransform):
         self.config, self.output_dir, self.known_values = config, output_dir, known_values
 
     def expand(self, batches):
-        fn = ColumnStatsFn(self.config, self.known_values)
         inputs = batches if isinstance(batches, tuple) else (batches,)
-        summaries = [rows | f"Summarize{i}" >> beam.CombineGlobally(_Summaries(fn))
+        summaries = [rows | f"Summarize{i}" >> beam.CombineGlobally(
+                         _Summaries(self.config, self.known_values))
                      for i, rows in enumerate(inputs)]
         return (tuple(summaries) | "Summaries" >> beam.Flatten()
-                | "Merge" >> beam.CombineGlobally(_MergedSummaries(fn))
+                | "Merge" >> beam.CombineGlobally(_MergedSummaries(self.config))
                 | "Write" >> beam.Map(_write_json, paths.join(self.output_dir, STATS_FILE)))
 
 
-class _Summaries(beam.CombineFn):
+class _Summaries(ColumnStatsFn):
     """A ColumnStatsFn whose output is its accumulator, for merging with other inputs'."""
-
-    def __init__(self, fn: ColumnStatsFn):
-        self.fn = fn
-
-    def setup(self):
-        self.fn.setup()
-
-    def create_accumulator(self):
-        return self.fn.create_accumulator()
-
-    def add_input(self, accumulator, batch):
-        return self.fn.add_input(accumulator, batch)
-
-    def merge_accumulators(self, accumulators):
-        return self.fn.merge_accumulators(accumulators)
 
     def extract_output(self, accumulator):
         return accumulator
 
 
-class _MergedSummaries(_Summaries):
+class _MergedSummaries(ColumnStatsFn):
     """Merges the inputs' accumulators into the statistics."""
 
     def add_input(self, accumulator, summary):
-        return self.fn.merge_accumulators([accumulator, summary])
-
-    def extract_output(self, accumulator):
-        return self.fn.extract_output(accumulator)
+        return self.merge_accumulators([accumulator, summary])
 
 
 def _write_json(value, path: str) -> str:

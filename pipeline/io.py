@@ -25,6 +25,9 @@ from typing import Any, Iterable, Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -338,9 +341,6 @@ def _csv_fast_batch(file_columns: list[str], chunk, config: cfg.FeatureConfig,
     Python per row. Numeric fields read as missing are added to `missing_numeric` once the
     chunk is accepted.
     """
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-
     spec = config.input
     try:
         table = pacsv.read_csv(
@@ -454,8 +454,6 @@ def _parquet_rows(path: str, config: cfg.FeatureConfig, optional: Sequence[str] 
 
 def _checked_parquet(path: str, handle, config: cfg.FeatureConfig, optional: Sequence[str]):
     """The open ParquetFile, its schema checked against the config."""
-    import pyarrow.parquet as pq
-
     try:
         parquet = pq.ParquetFile(handle)
     except Exception as e:
@@ -605,18 +603,14 @@ class ReadImpressions(beam.PTransform):
                  optional_columns: Sequence[str] = (), count_missing: bool = False,
                  counted: bool = True):
         super().__init__()
-        self.counted = counted
-        self.config = config
         self.paths = list(paths)
-        self.optional_columns = tuple(optional_columns)
-        self.count_missing = count_missing
+        self.read = _ReadAndValidateFile(config, optional_columns, count_missing, counted)
 
     def expand(self, pipeline):
         results = (pipeline
                    | "ListFiles" >> beam.Create(self.paths)
                    | "SpreadFiles" >> beam.Reshuffle()
-                   | "ReadAndValidate" >> beam.ParDo(_ReadAndValidateFile(
-                       self.config, self.optional_columns, self.count_missing, self.counted))
+                   | "ReadAndValidate" >> beam.ParDo(self.read)
                    .with_outputs(DEAD_LETTER, main="rows"))
         return results.rows, results[DEAD_LETTER]
 
@@ -629,8 +623,6 @@ def hash_fraction(keys: Iterable[bytes]) -> np.ndarray:
 def _key_fraction(keys: pa.Array, salt: bytes = b"") -> np.ndarray:
     """hash_fraction(salt + key) of each row's key, hashing each distinct key once (a
     batch of 16,384 app-store rows has a few thousand users)."""
-    import pyarrow.compute as pc
-
     encoded = pc.dictionary_encode(keys)
     distinct = hash_fraction(salt + k for k in encoded.dictionary.to_pylist())
     return distinct[encoded.indices.to_numpy()]
@@ -657,24 +649,17 @@ class EvalDays(beam.PTransform):
                                          if len(ds) > split.eval_days else set()))
 
 
-class _EvalMasks(beam.PTransform):
+def _eval_masks(batches, split: cfg.SplitSpec, eval_days=None):
     """Record batches → (batch, whether each row is eval) by hash of a key column or by the
     newest days (``eval_days``, from :class:`EvalDays`: of these rows when not given)."""
-
-    def __init__(self, split: cfg.SplitSpec, eval_days=None):
-        super().__init__()
-        self.split, self.eval_days = split, eval_days
-
-    def expand(self, batches):
-        split = self.split
-        if split.method != "day":
-            return batches | "MaskByKeyHash" >> beam.Map(
-                lambda b: (b, _key_fraction(b.column(split.key).flatten()) < split.eval_fraction))
-        eval_days = self.eval_days or batches | "EvalDays" >> EvalDays(split)
-        return batches | "MaskByDay" >> beam.Map(
-            lambda b, ed: (b, np.fromiter((d in ed for d in _scalars(b, split.day_column)),
-                                          dtype=bool, count=b.num_rows)),
-            beam.pvalue.AsSingleton(eval_days))
+    if split.method != "day":
+        return batches | "MaskByKeyHash" >> beam.Map(
+            lambda b: (b, _key_fraction(b.column(split.key).flatten()) < split.eval_fraction))
+    eval_days = eval_days or batches | "EvalDays" >> EvalDays(split)
+    return batches | "MaskByDay" >> beam.Map(
+        lambda b, ed: (b, np.fromiter((d in ed for d in _scalars(b, split.day_column)),
+                                      dtype=bool, count=b.num_rows)),
+        beam.pvalue.AsSingleton(eval_days))
 
 
 class SplitTrainEval(beam.PTransform):
@@ -685,7 +670,7 @@ class SplitTrainEval(beam.PTransform):
         self.split, self.eval_days = split, eval_days
 
     def expand(self, batches):
-        parts = (batches | "Mask" >> _EvalMasks(self.split, self.eval_days)
+        parts = (_eval_masks(batches, self.split, self.eval_days)
                  | "Route" >> beam.FlatMap(_route).with_outputs("eval", main="train"))
         return parts.train, parts.eval
 
@@ -696,29 +681,6 @@ VALIDATION_SALT = b"validation\0"  # independent of the train/eval split's hash
 def _holdout_key_columns(config: cfg.FeatureConfig) -> list[str]:
     key = config.split.key
     return [key] if key else [c.name for c in config.raw_columns if c.kind != cfg.MULTIVALENT]
-
-
-def _validation_mask(batch: pa.RecordBatch, key_columns: Sequence[str],
-                     fraction: float) -> np.ndarray:
-    return _key_fraction(_row_keys(batch, key_columns), VALIDATION_SALT) < fraction
-
-
-class HoldOut(beam.PTransform):
-    """Train record batches → (fit, validation): a deterministic `fraction` of the rows,
-    by the hash of the split key when there is one (a user's rows stay together), else of
-    the row's single-valued fields."""
-
-    def __init__(self, config: cfg.FeatureConfig, fraction: float):
-        super().__init__()
-        self.fraction = fraction
-        self.key_columns = _holdout_key_columns(config)
-
-    def expand(self, batches):
-        fraction, key_columns = self.fraction, self.key_columns
-        masks = batches | "MaskByRowHash" >> beam.Map(
-            lambda b: (b, _validation_mask(b, key_columns, fraction)))
-        parts = masks | "Route" >> beam.FlatMap(_route).with_outputs("eval", main="train")
-        return parts.train, parts.eval
 
 
 SPLIT_COLUMN = "__widedeep_split__"  # not a config column: TFT passes it through
@@ -734,21 +696,24 @@ def with_split_ids(batch: pa.RecordBatch, ids) -> pa.RecordBatch:
 
 
 def _with_split_ids(batch_and_eval, key_columns: Sequence[str], fraction: float):
+    """The validation holdout: a deterministic `fraction` of the rows not in eval, by the
+    hash of the split key when there is one (a user's rows stay together), else of the
+    row's single-valued fields."""
     batch, is_eval = batch_and_eval
     ids = np.where(is_eval, SPLIT_NAMES.index("eval"), SPLIT_NAMES.index("train"))
     if fraction:
-        ids[~is_eval & _validation_mask(batch, key_columns, fraction)] = SPLIT_NAMES.index(
-            "validation")
+        held_out = _key_fraction(_row_keys(batch, key_columns), VALIDATION_SALT) < fraction
+        ids[~is_eval & held_out] = SPLIT_NAMES.index("validation")
     return with_split_ids(batch, ids)
 
 
 class TagSplits(beam.PTransform):
     """Record batches → the same batches with each row's split (an index into SPLIT_NAMES)
-    in one more column, by the rules of SplitTrainEval and HoldOut, so that every split can
-    go through one TFT transform and be told apart after it. ``rows`` says what the input
-    is: "split" (split it by the config's rule; ``eval_days`` as for SplitTrainEval),
-    "train" (a separate eval input's other side: train and validation) or "eval" (that
-    eval input)."""
+    in one more column, by the rule of SplitTrainEval and the validation holdout, so that
+    every split can go through one TFT transform and be told apart after it. ``rows`` says
+    what the input is: "split" (split it by the config's rule; ``eval_days`` as for
+    SplitTrainEval), "train" (train rows: train and validation) or "eval" (a separate eval
+    input)."""
 
     def __init__(self, config: cfg.FeatureConfig, rows: str = "split", eval_days=None):
         super().__init__()
@@ -756,7 +721,7 @@ class TagSplits(beam.PTransform):
 
     def expand(self, batches):
         if self.rows == "split":
-            masks = batches | "Mask" >> _EvalMasks(self.config.split, self.eval_days)
+            masks = _eval_masks(batches, self.config.split, self.eval_days)
         else:
             every = self.rows == "eval"
             masks = batches | "Mask" >> beam.Map(lambda b: (b, np.full(b.num_rows, every)))
@@ -766,8 +731,6 @@ class TagSplits(beam.PTransform):
 
 
 def _row_keys(batch: pa.RecordBatch, columns: Sequence[str]) -> pa.Array:
-    import pyarrow.compute as pc
-
     values = []
     for column in columns:
         flat = batch.column(column).flatten()

@@ -50,27 +50,13 @@ def code_version() -> str:
         return "unknown"
 
 
-def read_record(path: str) -> dict | None:
-    """A run's manifest; None, with one line naming the file, if it cannot be read (a crash
-    on a filesystem that lost the write): that run counts as failed and is redone."""
-    try:
-        record = paths.read_json(path, default={})
-        if not isinstance(record, dict):
-            raise ValueError(f"a JSON {type(record).__name__}, not an object")
-        return record
-    except (OSError, ValueError) as e:
-        LOG.warning("manifest: %s is unreadable (%s: %s); counted as a failed run, redone "
-                    "by the next call for it", path, type(e).__name__, str(e)[:200])
-        return None
-
-
 class Manifest:
     """The run record, rewritten atomically and durably after every change."""
 
     def __init__(self, run_dir: str):
         self.path = paths.join(run_dir, RunDir.MANIFEST)
         self.reserve_path = paths.join(run_dir, RunDir.RESERVE)
-        self.data: dict[str, Any] = read_record(self.path) or {}
+        self.data: dict[str, Any] = RunDir(run_dir).manifest() or {}
         # Once a stage runs, every later stage runs too: they read what it just rewrote.
         self._ran_a_stage = False
 
@@ -333,7 +319,7 @@ def _validate(ctx: RunContext) -> dict:
     if ctx.config.validation.schema and not paths.exists(schema_file):
         raise FileNotFoundError(f"validation.schema in {ctx.config.source}: no file "
                                 f"{schema_file} (write one with `widedeep schema`)")
-    schema = paths.read_json(schema_file) if paths.exists(schema_file) else None
+    schema = paths.read_json(schema_file)  # None when there is none yet
     record = validation.validate(
         ctx.config, paths.read_json(ctx.run.path(RunDir.COLUMN_STATS)), schema=schema,
         previous=validation.read_stats(blessed) if blessed else None,
@@ -554,7 +540,7 @@ def history(work_dir: str) -> list[dict]:
     """One line per run, oldest first: what was trained, from what, and what serves."""
     rows = []
     for run_dir in WorkDir(work_dir).runs():
-        record = read_record(run_dir.path(RunDir.MANIFEST))
+        record = run_dir.manifest()
         if record is None:
             rows.append({"run_id": run_dir.run_id,
                          "outcome": "unreadable", "auc": None, "baseline_auc": None,
@@ -599,7 +585,7 @@ def nightly_run_id(day: str) -> str:
 def processed_days(work_dir: str) -> set[str]:
     return {run_dir.run_id.removeprefix("day-") for run_dir in WorkDir(work_dir).runs()
             if run_dir.run_id.startswith("day-")
-            and (read_record(run_dir.path(RunDir.MANIFEST)) or {}).get("finished")}
+            and (run_dir.manifest() or {}).get("finished")}
 
 
 def nightly(config: cfg.FeatureConfig, *, work_dir: str, input_template: str,

@@ -23,9 +23,12 @@ history read it::
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import ClassVar
 
 from transforms import paths
+
+LOG = logging.getLogger("widedeep")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +69,21 @@ class RunDir:
     def ablation_model(self, model_type: str) -> str:
         return self.path(f"model_{model_type}")
 
+    def manifest(self) -> dict | None:
+        """The run's record ({} before its first save); None, with one line naming the file,
+        if it cannot be read (a crash on a filesystem that lost the write): that run counts
+        as failed and is redone."""
+        path = self.path(self.MANIFEST)
+        try:
+            record = paths.read_json(path, default={})
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+            return record
+        except (OSError, ValueError) as e:
+            LOG.warning("manifest: %s is unreadable (%s: %s); counted as a failed run, redone "
+                        "by the next call for it", path, type(e).__name__, str(e)[:200])
+            return None
+
 
 @dataclasses.dataclass(frozen=True)
 class WorkDir:
@@ -85,6 +103,10 @@ class WorkDir:
         """Every run dir with a manifest, oldest run id first."""
         return [RunDir(paths.dirname(p))
                 for p in paths.glob(paths.join(self.root, "runs", "*", RunDir.MANIFEST))]
+
+    def other_runs(self, current: str) -> list[RunDir]:
+        """Every run but `current`, newest run id first."""
+        return [run for run in reversed(self.runs()) if run.run_id != current]
 
     def run_models(self) -> list[str]:
         return paths.glob(paths.join(self.root, "runs", "*", "model"))

@@ -34,14 +34,17 @@ from typing import Callable, Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                   StandardOptions)
+from tfx_bsl.coders import example_coder
 
 from pipeline import beam_job
 from pipeline import column_stats
 from pipeline import io as wd_io
 from pipeline import validation
+from trainer import export
 from transforms import config as cfg
 from transforms import paths
 
@@ -64,7 +67,6 @@ _fix_beam_memory_probe()
 SUMMARY_FILE = "summary.json"
 SKEW_FILE = "skew.json"
 TOP_K_PREFIX = "top_k"
-METRICS_NAMESPACE = beam_job.METRICS_NAMESPACE
 # Rows per serving_default call: enough that the per-call overhead vanishes and the hidden
 # layers' matmuls are big enough for TF to split across threads. On the default model the
 # CPU time per row is flat from 2,048 to 16,384 rows; the activations (rows x 1024 floats)
@@ -79,8 +81,6 @@ class ScoreError(beam_job.DataJobError):
 def export_config(export_dir: str) -> cfg.FeatureConfig:
     """The feature config an export was trained with (its assets.extra copy), local or on
     gs:// (a Dataflow job reads its export from there)."""
-    from trainer import export
-
     path = paths.join(export_dir, export.EXTRA_DIR, export.CONFIG_FILE)
     if not paths.exists(path):
         raise wd_io.InputError(
@@ -135,14 +135,9 @@ class ServingSignatureHandler(ModelHandler[pa.RecordBatch, PredictionResult, Cal
         self.feature_columns = list(feature_columns)
 
     def load_model(self):
-        from trainer import export
-
         return export.load_predict_fn(self.export_dir)
 
     def run_inference(self, batch: pa.RecordBatch, model, inference_args=None):
-        from tfx_bsl.coders import example_coder
-        from trainer import export
-
         # Only model inputs go into the examples: keys and ignored columns would just be
         # serialized and parsed again for nothing.
         serialized = example_coder.RecordBatchToExamples(batch.select(self.feature_columns))
@@ -160,8 +155,6 @@ def _scalar_column(batch: pa.RecordBatch, column: cfg.ColumnSpec) -> pa.Array:
     """One value per row: the single value of a list column, a multivalent one joined."""
     values = batch.column(column.name)
     if column.kind == cfg.MULTIVALENT:
-        import pyarrow.compute as pc
-
         return pc.binary_join(values, column.separator.encode())
     return values.flatten()
 
@@ -186,11 +179,9 @@ class TopCandidatesInBatch(beam.DoFn):
         self.query_columns = tuple(query_columns)
         self.item_column = item_column
         self.top_k = top_k
-        self.rows_scored = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "rows_scored")
+        self.rows_scored = beam.metrics.Metrics.counter(beam_job.METRICS_NAMESPACE, "rows_scored")
 
     def process(self, result: PredictionResult):
-        import pyarrow.compute as pc
-
         batch, scores = result.example, np.asarray(result.inference, dtype=np.float32)
         n = batch.num_rows
         self.rows_scored.inc(n)
@@ -237,7 +228,7 @@ class TopCandidatesPerQuery(beam.PTransform):
 
 
 def _ranking_to_json(query_columns: Sequence[str]):
-    counter = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "queries")
+    counter = beam.metrics.Metrics.counter(beam_job.METRICS_NAMESPACE, "queries")
 
     def to_json(query_and_candidates) -> str:
         query, candidates = query_and_candidates
@@ -299,9 +290,7 @@ def training_skew(config: cfg.FeatureConfig, export_dir: str, out_dir: str,
     stops: the model serves these rows either way, and a person should know."""
     stats_path = paths.join(out_dir, column_stats.STATS_FILE)
     column_stats.add_numeric_missing(stats_path, missing_numeric)
-    from trainer.export import EXTRA_DIR  # TensorFlow, loaded by the job already
-
-    training_path = paths.join(export_dir, EXTRA_DIR, column_stats.STATS_FILE)
+    training_path = paths.join(export_dir, export.EXTRA_DIR, column_stats.STATS_FILE)
     if not paths.exists(training_path):
         log(f"score: no training statistics in {export_dir} (an older export); skew not "
             "measured")

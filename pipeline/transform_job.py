@@ -14,20 +14,24 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 import struct
 import tempfile
 import time
+import uuid
 import zlib
 from typing import Callable, Sequence
 
 import apache_beam as beam
+import google_crc32c  # ships with apache-beam[gcp]; C implementation
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from tfx_bsl.coders import example_coder
 
 from pipeline import beam_job
 from pipeline import column_stats
@@ -39,7 +43,6 @@ from transforms import paths
 
 LOG = logging.getLogger("widedeep")
 STATS_FILE = data.STATS_FILE  # written last: the output's completion marker
-METRICS_NAMESPACE = beam_job.METRICS_NAMESPACE
 
 
 class TransformError(beam_job.DataJobError):
@@ -72,8 +75,8 @@ def check_no_rows_lost(counts: dict[str, int], window: "Window | None" = None,
 def _count_rows(name: str, label_column: str = ""):
     """Counts a split's rows (``rows_<split>``) and, given the label, its positives
     (``positives_<split>``): a shifted eval day shows as a different positive rate."""
-    rows = beam.metrics.Metrics.counter(METRICS_NAMESPACE, name)
-    positives = beam.metrics.Metrics.counter(METRICS_NAMESPACE,
+    rows = beam.metrics.Metrics.counter(beam_job.METRICS_NAMESPACE, name)
+    positives = beam.metrics.Metrics.counter(beam_job.METRICS_NAMESPACE,
                                              name.replace("rows_", "positives_", 1))
 
     def count(batch):
@@ -86,8 +89,6 @@ def _count_rows(name: str, label_column: str = ""):
 
 
 def _masked_crc32c(data: bytes) -> int:
-    import google_crc32c  # ships with apache-beam[gcp]; C implementation
-
     crc = google_crc32c.value(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
@@ -115,8 +116,6 @@ def frame_tfrecords(records: list[bytes]) -> bytes:
 
 
 def _framed_examples(batch_and_passthrough) -> bytes:
-    from tfx_bsl.coders import example_coder
-
     batch = batch_and_passthrough[0] if isinstance(batch_and_passthrough, tuple) else batch_and_passthrough
     return frame_tfrecords(example_coder.RecordBatchToExamples(batch))
 
@@ -251,10 +250,6 @@ def cache_key(config: cfg.FeatureConfig) -> str:
 def day_key(day: str, day_paths: Sequence[str]) -> str:
     """A day's cache key: its date and a digest of its files' names and sizes, so a day
     whose export was redone is analysed again rather than read from a stale cache."""
-    import hashlib
-
-    from apache_beam.io.filesystems import FileSystems
-
     files = sorted((m.path, m.size_in_bytes) for r in FileSystems.match(list(day_paths))
                    for m in r.metadata_list)
     return f"day-{day}-{hashlib.sha256(repr(files).encode()).hexdigest()[:12]}"
@@ -297,8 +292,11 @@ def _train_parts(pipeline, config: cfg.FeatureConfig, name: str, input_paths: Se
         train_rows, eval_rows = rows | f"Split{name}" >> wd_io.SplitTrainEval(config.split, days)
     validation_rows = None
     if config.split.validation_fraction:
-        train_rows, validation_rows = train_rows | f"HoldOut{name}" >> wd_io.HoldOut(
-            config, config.split.validation_fraction)
+        kept = ("train", "validation")
+        parts = (train_rows | f"HoldOut{name}" >> wd_io.TagSplits(config, "train")
+                 | f"RouteHoldOut{name}" >> beam.FlatMap(_route_splits, kept)
+                 .with_outputs(*kept))
+        train_rows, validation_rows = parts["train"], parts["validation"]
     return train_rows, validation_rows, eval_rows, dead
 
 
@@ -338,7 +336,10 @@ def _rows_of_split(batch: pa.RecordBatch, name: str):
 
 
 def _route_splits(batch_and_passthrough, kept: Sequence[str]):
-    batch = batch_and_passthrough[0]
+    """Each kept split's rows of a tagged record batch (or of TFT's (record batch,
+    passthrough features)), as a tagged output of that name."""
+    batch = (batch_and_passthrough[0] if isinstance(batch_and_passthrough, tuple)
+             else batch_and_passthrough)
     for name in kept:
         for rows in _rows_of_split(batch, name):
             yield beam.pvalue.TaggedOutput(name, rows)
@@ -430,8 +431,6 @@ def build_pipeline(pipeline: beam.Pipeline, config: cfg.FeatureConfig, input_pat
 
 
 def _write_cache_entry(value: bytes, prefix: str) -> str:
-    import uuid
-
     path = f"{prefix}-{uuid.uuid4().hex[:12]}-of-00001.gz"
     writer = _GzipWriter(FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED))
     writer.write(frame_tfrecords([value]))
@@ -625,7 +624,6 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
 
     job = beam_job.JobCounts.of(counts)
     main, rows_read = job.main, job.rows_read
-    rows_dead, dead_by_reason = job.rows_dead, job.dead_by_reason
     tft_output = tft.TFTransformOutput(partial_dir)
     rows_out = {split: main.get(f"rows_{split}", 0) for split in (
         "train", "eval", *(["validation"] if config.split.validation_fraction else []))}
@@ -659,7 +657,7 @@ def run_transform(config: cfg.FeatureConfig, input_pattern: str, output_dir: str
     paths.promote(partial_dir, output_dir, marker=STATS_FILE)
     log(f"transform: {rows_read} rows in {elapsed:.1f}s ({stats['rows_per_second']:.0f} rows/s): "
         + ", ".join(f"{split} {n}" for split, n in stats["rows_out"].items()) + ", "
-        f"dead-lettered {rows_dead}" + (f" {dead_by_reason}" if rows_dead else "")
+        f"dead-lettered {job.rows_dead}" + (f" {job.dead_by_reason}" if job.rows_dead else "")
         + f" → {output_dir}")
     return stats
 

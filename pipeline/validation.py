@@ -326,32 +326,21 @@ def _rows(current: Mapping[str, Mapping]) -> int:
 
 
 def read_stats(run: RunDir) -> dict | None:
-    path = run.path(RunDir.COLUMN_STATS)
-    return paths.read_json(path) if paths.exists(path) else None
+    return paths.read_json(run.path(RunDir.COLUMN_STATS))  # None when there are none
 
 
 def blessed_runs(work: WorkDir, current: str) -> list[RunDir]:
     """Runs other than `current` that published a model, newest first."""
-    out = []
-    for run in reversed(work.runs()):
-        if run.run_id == current:
-            continue
-        manifest = paths.read_json(run.path(RunDir.MANIFEST), default={})
-        if isinstance(manifest, dict) and manifest.get("blessed"):
-            out.append(run)
-    return out
+    return [run for run in work.other_runs(current) if (run.manifest() or {}).get("blessed")]
 
 
 def recent_row_counts(work: WorkDir, current: str, runs: int) -> list[int]:
     """Rows of the last `runs` runs other than `current` whose data passed validation."""
     counts = []
-    for run in reversed(work.runs()):
+    for run in work.other_runs(current):
         if len(counts) >= runs:
             break
-        if run.run_id == current:
-            continue
-        manifest = paths.read_json(run.path(RunDir.MANIFEST), default={})
-        stages = manifest.get("stages", {}) if isinstance(manifest, dict) else {}
+        stages = (run.manifest() or {}).get("stages", {})
         stats = read_stats(run)
         if stats and stages.get("validate", {}).get("outcome") in (None, "done"):
             counts.append(_rows(stats))

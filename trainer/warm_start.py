@@ -33,8 +33,7 @@ from transforms import paths
 
 def read_vocabulary(path: str) -> list[bytes]:
     """Tokens of a TFT vocabulary file, one per line, in id order."""
-    with tf.io.gfile.GFile(path, "rb") as f:
-        tokens = f.read().split(b"\n")
+    tokens = paths.read_bytes(path).split(b"\n")
     if tokens and tokens[-1] == b"":
         tokens.pop()
     return tokens
@@ -89,7 +88,7 @@ def _row_pairs(key: str, old_input: model_lib.ModelInput, new_input: model_lib.M
         old_path = previous.vocab_file(old_input.vocab_name)
         new_path = paths.join(vocab_dir, new_input.vocab_name)
         for path in (old_path, new_path):
-            if not tf.io.gfile.exists(path):
+            if not paths.exists(path):
                 raise FileNotFoundError(f"warm start: vocabulary {path} is missing, so the rows "
                                         f"of {key} cannot be remapped by token")
         old_tokens, new_tokens = read_vocabulary(old_path), read_vocabulary(new_path)

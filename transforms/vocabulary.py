@@ -28,8 +28,11 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow_transform.beam import experimental as tft_beam_experimental
+
+from transforms import paths
 
 # TFT's line for an empty vocabulary (analyzers.get_empy_vocabulary_dummy_value): a table
 # cannot be initialised from an empty file.
@@ -125,12 +128,8 @@ class _CountsCoder:
 
 def _write_file(unused_element, counts: list, directory: str, name: str,
                 min_count: int) -> np.ndarray:
-    import tensorflow as tf
-
-    tf.io.gfile.makedirs(directory)
-    path = f"{directory.rstrip('/')}/{name}"
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(vocabulary_file_bytes(merge_counts(counts), min_count))
+    path = paths.write_bytes(paths.join(directory, name),
+                             vocabulary_file_bytes(merge_counts(counts), min_count))
     return np.array(path.encode())
 
 
@@ -178,13 +177,11 @@ def analyze(tokens: Mapping[str, object], min_counts: Mapping[str, int],
     """{vocabulary file name: its deferred path tensor} for {file name: string tensor of
     tokens (dense, or a SparseTensor's values)}; call inside a preprocessing_fn. Only a
     ``cacheable`` vocabulary's counts can come from TFT's analyzer cache (a window of days)."""
-    import tensorflow as tf
-
-    paths = {}
+    files = {}
     for name, values in tokens.items():
         flat = values.values if isinstance(values, tf.SparseTensor) else tf.reshape(values, [-1])
-        (paths[name],) = tft.experimental.ptransform_analyzer(
+        (files[name],) = tft.experimental.ptransform_analyzer(
             [flat], _analyzer(name, min_counts[name], cacheable), output_dtypes=[tf.string],
             output_shapes=[[]], output_asset_default_values=[EMPTY_VOCABULARY_TOKEN], name=name)
         tft.annotate_asset(name, name)
-    return paths
+    return files
