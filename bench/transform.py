@@ -40,12 +40,14 @@ import json
 import os
 import shutil
 import time
+import zlib
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from tfx_bsl.coders import example_coder
 
 import common  # noqa: E402  (first: the Keras mode, the repository on sys.path)
 from common import merge_results  # noqa: E402
@@ -68,7 +70,7 @@ MULTI_PROCESSING = "multi_processing"
 MULTI_PROCESSING_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
 # The level our TFRecords are written at (Arrow's own gzip default is 9, far slower).
 GZIP_LEVEL = transform_job.GZIP_LEVEL
-EXAMPLE_BATCH_ROWS = transform_job.wd_io.ROWS_PER_BATCH  # the batches ours encodes
+EXAMPLE_BATCH_ROWS = wd_io.ROWS_PER_BATCH  # the batches ours encodes
 DEFAULT_OUT = common.RESULTS_FILE
 RESULTS_KEY = "transform"
 
@@ -368,11 +370,6 @@ def _reference_apply(config, columns, crosses, splits, vocabularies, boundaries,
 def _write_examples(outputs: dict, output_dir: str) -> dict[str, int]:
     """The reference's output tables as gzip TFRecords of tf.Examples, the format ours
     writes (tfx-bsl's encoder, TFRecord framing, zlib at GZIP_LEVEL); records per split."""
-    import zlib
-
-    import pyarrow as pa
-    from tfx_bsl.coders import example_coder
-
     written = {}
     for split_name, table in outputs.items():
         deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
