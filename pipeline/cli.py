@@ -1,7 +1,9 @@
 """The `widedeep` command: argument parsing only; every subcommand calls one run function.
 
 Arguments this parser does not know are handed to Beam as pipeline options, so
-``--runner DataflowRunner --project P ...`` reaches the runner unchanged.
+``--runner DataflowRunner --project P ...`` reaches the runner unchanged. Each command
+imports its module when it runs: Beam and TensorFlow take seconds to import, and `--help`,
+`history` or `report` need neither.
 """
 
 from __future__ import annotations

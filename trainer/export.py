@@ -93,7 +93,7 @@ def export_model(config: cfg.FeatureConfig, model_dir: str, transform_dir: str,
     warm-starts from its own models, not from those at the old place.
     """
     import tensorflow_transform as tft
-    from trainer.train import load_trained_model
+    from trainer.train import load_trained_model  # Keras: not loaded by serving's readers
 
     module = ServingModule(load_trained_model(model_dir), tft.TFTransformOutput(transform_dir),
                            config)
