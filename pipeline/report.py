@@ -509,6 +509,11 @@ def _warm_start(summary: dict) -> str:
         parts.append(_table(["hashed feature", "rows carried"],
                             [[k, _count(c.get("hashed_rows_carried"))] for k, c in hashed.items()],
                             "lr"))
+    towers = report.get("towers") or {}
+    if towers:
+        parts.append("<p>Deep towers the previous model did not have started as copies of its "
+                     "own: " + ", ".join(f"{_e(new)} from {_e(old)}"
+                                         for new, old in towers.items()) + ".</p>")
     fresh = report.get("fresh") or {}
     parts.append(f"<p>{len(report.get('copied') or [])} other variables copied (dense layers, "
                  f"biases); {len(fresh)} left freshly initialised.</p>")

@@ -76,6 +76,7 @@ def test_minimal_config_parses_into_frozen_dataclasses(tmp_path):
     (('format = "csv"', 'format = "xlsx"'), "input.format", "must be one of"),
     (('format = "csv"', 'format = "csv"\ndelimiter = ", "'), "input.delimiter", "one character"),
     (("[model]", "[modle]\n[model]"), "modle", "unknown key"),
+    (("[model]", "[train]\ndeep_towers = 0\n[model]"), "train.deep_towers", ">= 1"),
 ])
 def test_config_mistakes_name_the_file_and_key(tmp_path, change, key, words):
     old, new = change

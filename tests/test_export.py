@@ -66,6 +66,34 @@ def test_export_matches_the_trained_model_on_transformed_data(transform_output, 
     np.testing.assert_allclose(direct, served, atol=1e-6)
 
 
+def test_a_three_tower_model_exports_and_serves_its_mean(transform_output, tmp_path):
+    import tensorflow_transform as tft
+
+    from transforms.features import serving_feature_spec
+
+    config = transform_output.config
+    params = dataclasses.replace(config.train, max_steps=10, deep_towers=3)
+    model_dir = str(tmp_path / "model")
+    train(config, transform_output.transform_dir, model_dir, params=params,
+          log=lambda *_: None)
+    export_dir = export.export_model(config, model_dir, transform_output.transform_dir,
+                                     str(tmp_path / "export"))
+    raw_eval = gate.read_raw_eval(config, transform_output.transform_dir, limit=50)
+    transformed = tft.TFTransformOutput(transform_output.transform_dir).transform_features_layer()(
+        tf.io.parse_example(raw_eval.serialized, serving_feature_spec(config)))
+    model = load_trained_model(model_dir)
+    assert len(model.towers) == 3
+    towers = [tower(transformed).numpy() for tower in model.towers]
+    mean = tf.sigmoid(model.wide(transformed) + sum(towers) / 3).numpy().ravel()
+    served = export.load_predict_fn(export_dir)(raw_eval.serialized)
+    np.testing.assert_allclose(served, mean, atol=1e-6)
+    assert not np.allclose(served, tf.sigmoid(model.wide(transformed) + towers[0]).numpy().ravel(),
+                           atol=1e-4)  # not tower 0 alone
+    from_tensors = tf.saved_model.load(export_dir).signatures[export.PREDICT_RAW](
+        **raw_feature_tensors(config, raw_eval.serialized))[export.OUTPUT_KEY].numpy()
+    np.testing.assert_allclose(from_tensors, served, atol=1e-6)
+
+
 def test_export_is_self_contained_once_transform_output_is_gone(transform_output, trained,
                                                                 tmp_path):
     _, model_dir, _, raw_eval = trained

@@ -245,8 +245,10 @@ train.train(config, transform_dir, model_dir, params=params, log=log)
 """
 
 
-def test_a_killed_run_resumes_from_its_checkpoint_step(transform_output, tmp_path):
-    params = _params(transform_output, epochs=2, checkpoint_every_steps=10)
+@pytest.mark.parametrize("deep_towers", [1, 3])  # 3: each tower skips in its own order
+def test_a_killed_run_resumes_from_its_checkpoint_step(deep_towers, transform_output, tmp_path):
+    params = _params(transform_output, epochs=2, checkpoint_every_steps=10,
+                     deep_towers=deep_towers)
     model_dir = str(tmp_path / "model")
     job = tmp_path / "job.pkl"
     job.write_bytes(pickle.dumps((transform_output.config, transform_output.transform_dir,

@@ -160,3 +160,101 @@ def test_train_warm_starts_from_a_previous_model_dir(transform_output, tmp_path)
     assert report["fresh"] == {}
     assert any(line.startswith("warm start: from") for line in lines)
     assert "train: cold start (no warm_start_from)" not in lines
+
+
+def _features(app_tokens, tag_tokens, rows=5):
+    """A batch of every id of the tiny model's features."""
+    rng = np.random.default_rng(1)
+    return {
+        "app": tf.constant(rng.integers(0, len(app_tokens) + 1, rows), tf.int64),
+        "tags": tf.SparseTensor([[r, 0] for r in range(rows)],
+                                tf.constant(rng.integers(0, len(tag_tokens) + 2, rows),
+                                            tf.int64), [rows, 1]),
+        "bucket": tf.constant(rng.integers(0, 5, rows), tf.int64),
+        "score": tf.constant(rng.uniform(size=rows), tf.float32),
+    }
+
+
+def _tower_variables(values, tower):
+    """{key without the tower: value} of one tower's variables (or its slots)."""
+    prefix = tower + "/"
+    return {(k[0].removeprefix(prefix), *k[1:]) if isinstance(k, tuple)
+            else k.removeprefix(prefix): v for k, v in values.items()
+            if (k[0] if isinstance(k, tuple) else k).startswith(prefix)}
+
+
+def _assert_same(new_values, new_tower, old_values, old_tower):
+    new, old = (_tower_variables(new_values, new_tower),
+                _tower_variables(old_values, old_tower))
+    assert new and new.keys() == old.keys()
+    for key in new:
+        np.testing.assert_array_equal(new[key], old[key], err_msg=f"{new_tower} {key}")
+
+
+def test_deep_towers_start_from_their_counterpart_or_a_copy_of_the_previous(tmp_path):
+    apps, tags = ["a", "b", "c"], ["x", "y"]
+    vocab = str(tmp_path / "vocab")
+    _write_vocab(vocab, "vocab_app", apps)
+    _write_vocab(vocab, "vocab_tags", tags)
+    three = dataclasses.replace(PARAMS, deep_towers=3)
+
+    # One tower -> three: every tower a copy of the previous one, optimizer state included,
+    # so the new model predicts exactly as the previous one until it trains.
+    one = _previous_run(tmp_path / "one", apps, tags)
+    old_vars, old_slots = _values(one)
+    new = model_lib.build_model(_inputs(apps, tags), three)
+    lines = []
+    report = warm_start_lib.warm_start(new, str(tmp_path / "one"), vocab, log=lines.append)
+    new_vars, new_slots = _values(new)
+    for tower in ("deep", "deep_1", "deep_2"):
+        _assert_same(new_vars, tower, old_vars, "deep")
+        _assert_same(new_slots, tower, old_slots, "deep")
+    assert report["towers"] == {"deep_1": "deep", "deep_2": "deep"}
+    assert report["fresh"] == {}
+    assert ("warm start: tower deep_1 from deep, tower deep_2 from deep (the previous model "
+            "has 1 deep tower(s))") in lines
+    features = _features(apps, tags)
+    np.testing.assert_allclose(new(features).numpy(), one(features).numpy(), rtol=1e-6)
+
+    # Three -> three: tower k from tower k (all distinct in the previous model).
+    previous = _previous_run(tmp_path / "three", apps, tags, params=three)
+    old_vars, old_slots = _values(previous)
+    new = model_lib.build_model(_inputs(apps, tags), three)
+    report = warm_start_lib.warm_start(new, str(tmp_path / "three"), vocab,
+                                       log=lambda line: None)
+    new_vars, new_slots = _values(new)
+    for tower in ("deep", "deep_1", "deep_2"):
+        _assert_same(new_vars, tower, old_vars, tower)
+        _assert_same(new_slots, tower, old_slots, tower)
+    assert report["towers"] == {} and report["fresh"] == {}
+    np.testing.assert_allclose(new(features).numpy(), previous(features).numpy(), rtol=1e-6)
+
+    # Three -> five: towers 3 and 4 from 0 and 1; three -> one: tower 0 from tower 0.
+    five = model_lib.build_model(_inputs(apps, tags), dataclasses.replace(three, deep_towers=5))
+    report = warm_start_lib.warm_start(five, str(tmp_path / "three"), vocab,
+                                       log=lambda line: None)
+    assert report["towers"] == {"deep_3": "deep", "deep_4": "deep_1"}
+    _assert_same(_values(five)[0], "deep_4", old_vars, "deep_1")
+    single = model_lib.build_model(_inputs(apps, tags), PARAMS)
+    report = warm_start_lib.warm_start(single, str(tmp_path / "three"), vocab,
+                                       log=lambda line: None)
+    assert report["towers"] == {} and report["fresh"] == {}
+    _assert_same(_values(single)[0], "deep", old_vars, "deep")
+
+
+def test_towers_copied_from_one_part_ways_in_training(transform_output, tmp_path):
+    # Each tower reads its own order of the data: identical at the start, they differ after
+    # a few steps (reading one order, they would stay identical for ever).
+    config, transform_dir = transform_output.config, transform_output.transform_dir
+    params = dataclasses.replace(config.train, max_steps=3)
+    train_lib.train(config, transform_dir, str(tmp_path / "one"), params=params,
+                    log=lambda line: None)
+    summary = train_lib.train(config, transform_dir, str(tmp_path / "three"),
+                              params=dataclasses.replace(params, deep_towers=3, max_steps=5),
+                              warm_start_from=str(tmp_path / "one"), log=lambda line: None)
+    assert summary["warm_start"]["towers"] == {"deep_1": "deep", "deep_2": "deep"}
+    assert summary["warm_start"]["fresh"] == {}
+    model = train_lib.load_trained_model(str(tmp_path / "three"))
+    kernels = [tower.hidden[0].kernel.numpy() for tower in model.towers]
+    assert len(kernels) == 3
+    assert not np.allclose(kernels[0], kernels[1]) and not np.allclose(kernels[1], kernels[2])

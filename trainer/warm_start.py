@@ -17,6 +17,15 @@ The same pairing applies to the optimizer state of each row (FTRL accumulator an
 AdaGrad accumulator): without FTRL's ``linear``, its first update would recompute a carried
 weight from zero and throw it away. Dense layers (and biases) are copied when the shapes
 match. Anything without a counterpart keeps its fresh initialisation, and the report says so.
+
+Deep towers (``train.deep_towers``) pair by index: tower k starts from the previous model's
+tower k. A tower the previous model did not have starts from its tower k mod (its number of
+towers): from a one-tower model, every tower is a copy of it. Copies rather than fresh
+towers because the model predicts from the mean of its towers: the copies keep the first
+warm-started model exactly as good as the one it comes from, where fresh towers, trained on
+one new day only, would pull its mean down (and likely fail the gate). The copies part ways
+from the first step, since each tower reads its own order of the data. Towers of the
+previous model beyond the new one's number are dropped.
 """
 
 from __future__ import annotations
@@ -106,6 +115,15 @@ def _row_pairs(key: str, old_input: model_lib.ModelInput, new_input: model_lib.M
     return "changed between a vocabulary and hashing"
 
 
+def _tower_sources(old_towers: int, new_towers: int) -> dict[str, str]:
+    """Which previous tower each new one starts from, by part name (none without towers on
+    either side)."""
+    if not old_towers:
+        return {}
+    return {model_lib.tower_name(k): model_lib.tower_name(k % old_towers)
+            for k in range(new_towers)}
+
+
 def warm_start(model: model_lib.WideDeepModel, from_model_dir: str, vocab_dir: str, *,
                log: Callable[[str], None] = print) -> dict:
     """Initialises ``model`` (and its optimizers) from the run in ``from_model_dir``.
@@ -123,16 +141,22 @@ def warm_start(model: model_lib.WideDeepModel, from_model_dir: str, vocab_dir: s
     old_slots, new_slots = model_lib.optimizer_slots(old_model), model_lib.optimizer_slots(model)
     old_tables, new_tables = model_lib.id_tables(old_model), model_lib.id_tables(model)
     report = {"from": from_model_dir, "checkpoint": checkpoint, "vocabularies": {},
-              "hashed": {}, "copied": [], "fresh": {}}
+              "hashed": {}, "copied": [], "fresh": {}, "towers": {}}
     pair_cache = {}
+    towers = _tower_sources(len(old_model.towers), len(model.towers))
+    for new_tower, old_tower in towers.items():
+        if new_tower != old_tower:
+            report["towers"][new_tower] = old_tower
 
     for key, variable in new_variables.items():
-        old_variable = old_variables.get(key)
+        part, _, rest = key.partition("/")
+        old_key = f"{towers[part]}/{rest}" if part in towers else key
+        old_variable = old_variables.get(old_key)
         if old_variable is None:
             report["fresh"][key] = "not in the previous model"
             continue
         if key in new_tables:
-            new_input, old_input = new_tables[key], old_tables.get(key)
+            new_input, old_input = new_tables[key], old_tables.get(old_key)
             if old_input is None:
                 report["fresh"][key] = "not an id-indexed table in the previous model"
                 continue
@@ -161,11 +185,15 @@ def warm_start(model: model_lib.WideDeepModel, from_model_dir: str, vocab_dir: s
             copy = lambda target, source: target.assign(source)  # noqa: E731
         # The variable, then each of its optimizer slots the previous model has too.
         for target, source in [(variable, old_variable)] + [
-                (slot, old_slots.get(key, {}).get(name))
+                (slot, old_slots.get(old_key, {}).get(name))
                 for name, slot in new_slots.get(key, {}).items()]:
             if source is not None:
                 copy(target, source)
 
+    if report["towers"]:
+        log("warm start: " + ", ".join(f"tower {new} from {old}"
+                                       for new, old in report["towers"].items())
+            + f" (the previous model has {len(old_model.towers)} deep tower(s))")
     for vocab_name, counts in report["vocabularies"].items():
         log(f"warm start: {vocab_name}: {counts['remapped']} tokens remapped, {counts['new']} "
             f"new, {counts['dropped']} dropped, {counts['oov_rows_carried']} OOV rows carried")

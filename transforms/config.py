@@ -165,6 +165,12 @@ class TrainParams:
     # keeps a small embedding. Only looked-up rows, so the gradient stays sparse. 0 = off.
     # MovieLens picked 0.01 on validation log loss (0.5418 -> 0.5389 at dim 32; of 1e-4..3e-2).
     embedding_l2: float = 0.0
+    # Deep towers trained side by side with one wide part (an ensemble inside the model):
+    # tower k learns from its own logistic loss on wide + deep_k over its own shuffle of the
+    # train data, so the towers do not co-adapt; the wide part from the mean of their
+    # gradients; the model predicts from wide + the mean of the towers' logits. Training
+    # reads the data N times and costs about N times as much. 1 = the paper's one tower.
+    deep_towers: int = 1
     # Training stops once the validation log loss has not improved for this many epochs,
     # and keeps the best epoch's weights. 0 = train every epoch, keep the last.
     early_stopping_patience: int = 2
@@ -592,7 +598,7 @@ PARAM_RULES: dict[type, dict[str, tuple]] = {
         "hidden_units": ((lambda v: all(u >= 1 for u in v)), "every layer needs >= 1 unit"),
         "wide_learning_rate": _above(0), "deep_learning_rate": _above(0),
         "wide_l1": _at_least(0), "wide_l2": _at_least(0), "deep_warmup_steps": _at_least(0),
-        "embedding_l2": _at_least(0),
+        "embedding_l2": _at_least(0), "deep_towers": _at_least(1),
         "early_stopping_patience": _at_least(0),
     },
     GateParams: {
