@@ -42,6 +42,19 @@ def trained(transform_output, tmp_path_factory):
                                  params=params)
 
 
+def test_a_finished_run_is_not_trained_again_with_the_same_params(trained, transform_output):
+    """A rerun of a finished stage (cron retrying a night) costs nothing and changes nothing;
+    other params train again."""
+    layout = model_lib.ModelDir(trained.model_dir)
+    before = os.path.getmtime(layout.summary)
+    lines = []
+    again = train_lib.train(transform_output.config, transform_output.transform_dir,
+                            trained.model_dir, params=trained.params, log=lines.append)
+    assert again["steps"] == trained.summary["steps"]
+    assert any("already trained" in line for line in lines), lines
+    assert os.path.getmtime(layout.summary) == before
+
+
 def _eval_batches(transform_output, n=3):
     config = transform_output.config
     tft_output = tft.TFTransformOutput(transform_output.transform_dir)

@@ -285,7 +285,9 @@ def train(config: cfg.FeatureConfig, transform_dir: str, model_dir: str, *,
     params = params or config.train
     layout = model_lib.ModelDir(model_dir)
     finished = paths.read_json(layout.summary) if paths.exists(layout.done) else None
-    if finished is not None and finished.get("params") == model_lib.params_to_json(params):
+    # Compared as TrainParams: the summary's JSON holds lists where params hold tuples.
+    if (finished is not None and "params" in finished
+            and model_lib.params_from_json(finished["params"]) == params):
         log(f"train: {model_dir} is already trained ({finished['steps']} steps); nothing to do")
         return finished
     run = _TrainingRun(read_inputs(config, transform_dir), layout, params, worker, strategy,
