@@ -389,3 +389,28 @@ def test_record_batches_cross_a_stage_boundary_unchanged_with_the_jobs_coders():
     moved = pipeline | beam.Create(batches, reshuffle=False) | beam.Reshuffle()
     assert_that(moved, same)
     pipeline.run().wait_until_finish()
+
+
+def test_gzip_writer_deflates_every_block_in_order_and_raises_a_failed_write(tmp_path):
+    """The TFRecords are deflated on a thread of their own; a file that cannot be written
+    (a full disk) still fails the bundle that writes it, in its own thread, with no hang."""
+    blocks = [os.urandom(500) + bytes([i]) * 50_000 for i in range(20)]
+    path = tmp_path / "part.gz"
+    writer = transform_job._GzipWriter(open(path, "wb"))
+    for block in blocks:
+        writer.write(block)
+    writer.close()
+    assert gzip.decompress(path.read_bytes()) == b"".join(blocks)
+
+    class FullDisk:
+        def write(self, data):
+            raise OSError("No space left on device")
+
+        def close(self):
+            pass
+
+    writer = transform_job._GzipWriter(FullDisk())
+    with pytest.raises(OSError, match="No space left"):
+        for block in blocks:  # the error surfaces in a later write or in close
+            writer.write(block)
+        writer.close()
