@@ -9,6 +9,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from tests.test_trainer import _tiny_inputs
 from trainer import model as model_lib
 from transforms import config as cfg
 
@@ -18,13 +19,7 @@ PARAMS = cfg.TrainParams(hidden_units=(8, 4), embedding_dim=3, embedding_l2=0.5,
 THREE = dataclasses.replace(PARAMS, deep_towers=3)
 
 
-def _inputs():
-    return (
-        model_lib.ModelInput("app", cfg.CATEGORICAL, wide=True, deep=True, cardinality=5),
-        model_lib.ModelInput("apps", cfg.MULTIVALENT, wide=True, deep=True, cardinality=6),
-        model_lib.ModelInput("pair", cfg.MULTIVALENT, wide=True, deep=False, cardinality=7),
-        model_lib.ModelInput("score", cfg.NUMERIC, wide=True, deep=True),
-    )
+_inputs = _tiny_inputs  # the trainer tests' four inputs: one of each kind the towers read
 
 
 def _batch(seed: int, rows: int = 6):
