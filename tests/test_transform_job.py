@@ -8,6 +8,7 @@ import os
 import shutil
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import tensorflow as tf
 
@@ -412,5 +413,31 @@ def test_gzip_writer_deflates_every_block_in_order_and_raises_a_failed_write(tmp
     writer = transform_job._GzipWriter(FullDisk())
     with pytest.raises(OSError, match="No space left"):
         for block in blocks:  # the error surfaces in a later write or in close
+            writer.write(block)
+        writer.close()
+
+
+def test_gzip_writer_encodes_on_its_thread_and_raises_a_failed_encoding(tmp_path):
+    """Record batches are encoded as framed tf.Examples on the writer's thread: the file
+    reads back as the batches' rows, in order; a batch that cannot be encoded fails the
+    bundle instead of leaving a short file."""
+    batches = [pa.RecordBatch.from_pydict(
+        {"x": pa.array([[float(i)], [float(i) + 0.5]], pa.large_list(pa.float32()))})
+        for i in range(6)]
+    path = tmp_path / "part.tfrecord.gz"
+    writer = transform_job._GzipWriter(open(path, "wb"), encode=transform_job._framed_examples)
+    for batch in batches:
+        writer.write(batch)
+    writer.close()
+    read = [tf.train.Example.FromString(r.numpy()).features.feature["x"].float_list.value[0]
+            for r in tf.data.TFRecordDataset(str(path), compression_type="GZIP")]
+    assert read == [v for i in range(6) for v in (float(i), float(i) + 0.5)]
+
+    writer = transform_job._GzipWriter(open(tmp_path / "bad.gz", "wb"),
+                                       encode=transform_job._framed_examples)
+    unencodable = pa.RecordBatch.from_pydict({"x": pa.array(
+        [[{"a": 1}]], pa.large_list(pa.struct([("a", pa.int64())])))})
+    with pytest.raises(RuntimeError, match='feature "x"'):
+        for block in batches[:2] + [unencodable] + batches[2:]:
             writer.write(block)
         writer.close()
