@@ -107,6 +107,30 @@ def test_empty_file_is_an_error_and_header_only_file_has_no_rows(tmp_path):
     assert read_file(config_for(), tmp_path / "header.csv") == ([], [])
 
 
+@pytest.mark.parametrize("read_bytes", [1, 7, 64, 1 << 20])
+def test_csv_lines_are_cut_the_same_at_any_read_size(tmp_path, monkeypatch, read_bytes):
+    """Lines are found over whole reads of the file (numpy, not a call per line): wherever
+    a read ends, the rows, their line numbers and the lines left out (byte-order mark,
+    banner, comments, blank lines) are those of reading it line by line."""
+    lines = ["\ufeff# exported 2026-11-27", "|banner", HEADER.strip(), "u1,US,a;b,1.5,1",
+             "", "# a comment", "u2,DE,,2,0\r", "   ", "u3,FR,c;;d,,0", " u4,US,a,1e400,1",
+             "\t", "u5,FR,d,3,1"]  # the last one without a line break
+    path = tmp_path / "a.csv"
+    path.write_bytes("\n".join(lines).encode())
+    config = config_for(comment_prefix="#", skip_lines=2)
+    monkeypatch.setattr(wd_io, "_READ_BYTES", read_bytes)
+    monkeypatch.setattr(wd_io, "ROWS_PER_BATCH", 2)
+    chunks = list(wd_io._csv_chunks(str(path), config))
+    assert [len(chunk) for _, chunk in chunks] == [2, 2, 1]
+    assert [(n, raw) for _, chunk in chunks for n, raw in chunk] == [
+        (4, b"u1,US,a;b,1.5,1\n"), (7, b"u2,DE,,2,0\r\n"), (9, b"u3,FR,c;;d,,0\n"),
+        (10, b" u4,US,a,1e400,1\n"), (12, b"u5,FR,d,3,1")]
+    assert all(chunk.data == b"".join(raw for _, raw in chunk) for _, chunk in chunks)
+    batches, dead = read_file(config, path)
+    assert [(d.line, d.reason) for d in dead] == [(10, "not_finite")]
+    assert column(batches, "user") == [[b"u1"], [b"u2"], [b"u3"], [b"u5"]]
+
+
 def test_parquet_input(tmp_path):
     table = pa.table({"user": ["u1", "u2"], "country": ["US", None],
                       "apps": [["a", "b"], []], "price": [1.0, float("nan")],
