@@ -722,9 +722,13 @@ def hash_fraction(keys: Iterable[bytes]) -> np.ndarray:
     return np.fromiter((zlib.crc32(k) / 2**32 for k in keys), dtype=np.float64)
 
 
-def _key_fraction(keys: pa.Array, salt: bytes = b"") -> np.ndarray:
-    """hash_fraction(salt + key) of each row's key, hashing each distinct key once (a
-    batch of 16,384 app-store rows has a few thousand users)."""
+def _key_fraction(keys: pa.Array, salt: bytes = b"", repeated: bool = True) -> np.ndarray:
+    """hash_fraction(salt + key) of each row's key. Keys that repeat (a batch of 16,384
+    app-store rows has a few thousand users) are hashed once each; keys made of a whole
+    row's fields hardly ever repeat, and finding the distinct ones would cost more than
+    it saves."""
+    if not repeated:
+        return hash_fraction(salt + k for k in keys.to_pylist())
     encoded = pc.dictionary_encode(keys)
     distinct = hash_fraction(salt + k for k in encoded.dictionary.to_pylist())
     return distinct[encoded.indices.to_numpy()]
@@ -804,7 +808,8 @@ def _with_split_ids(batch_and_eval, key_columns: Sequence[str], fraction: float)
     batch, is_eval = batch_and_eval
     ids = np.where(is_eval, SPLIT_NAMES.index("eval"), SPLIT_NAMES.index("train"))
     if fraction:
-        held_out = _key_fraction(_row_keys(batch, key_columns), VALIDATION_SALT) < fraction
+        held_out = _key_fraction(_row_keys(batch, key_columns), VALIDATION_SALT,
+                                 repeated=len(key_columns) == 1) < fraction
         ids[~is_eval & held_out] = SPLIT_NAMES.index("validation")
     return with_split_ids(batch, ids)
 
