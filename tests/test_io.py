@@ -187,6 +187,11 @@ def test_hash_split_is_deterministic_and_near_the_fraction():
     first, second = wd_io.hash_fraction(keys), wd_io.hash_fraction(keys)
     assert np.array_equal(first, second)
     assert abs((first < 0.1).mean() - 0.1) < 0.01
+    # Repeated keys are hashed once each, unique ones directly: either way, the same rows.
+    column = pa.array([b"u%d" % (i % 700) for i in range(5000)], pa.large_binary())
+    expected = wd_io.hash_fraction(b"salt" + k for k in column.to_pylist())
+    for repeated in (True, False):
+        assert np.array_equal(wd_io._key_fraction(column, b"salt", repeated), expected)
 
 
 def test_split_by_newest_day_in_a_pipeline():
