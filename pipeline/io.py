@@ -463,16 +463,20 @@ def _csv_fast_batch(file_columns: list[str], chunk, config: cfg.FeatureConfig,
     arrays, filled = [], {}
     for column, field in zip(config.raw_columns, schema):
         values = table.column(column.name).combine_chunks()
-        if n and pc.max(pc.utf8_length(values)).as_py() > spec.max_field_chars:
+        value_offsets = _string_offsets(values)
+        byte_lengths = np.diff(value_offsets)
+        if (n and byte_lengths.max() > spec.max_field_chars  # a character is a byte or more
+                and pc.max(pc.utf8_length(values)).as_py() > spec.max_field_chars):
             return None
-        if spec.strip:
+        if spec.strip and _may_need_trimming(values, value_offsets):
             values = pc.utf8_trim_whitespace(values)
         offsets = scalar_offsets
         if column.kind == cfg.NUMERIC:
             is_missing = pc.is_in(values, missing)
             filled[column.name] = pc.sum(is_missing).as_py() or 0
             try:
-                numbers = pc.cast(pc.if_else(is_missing, None, values), pa.float64())
+                numbers = pc.cast(pc.if_else(is_missing, None, values)
+                                  if filled[column.name] else values, pa.float64())
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 return None
             numbers = numbers.fill_null(column.default)
@@ -496,11 +500,38 @@ def _csv_fast_batch(file_columns: list[str], chunk, config: cfg.FeatureConfig,
             offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
             values = pc.cast(flat.filter(keep), pa.large_binary())
         else:
-            values = pc.cast(pc.if_else(pc.is_in(values, missing), "", values), pa.large_binary())
+            is_missing = pc.is_in(values, missing)
+            if pc.any(is_missing).as_py():
+                values = pc.if_else(is_missing, "", values)
+            values = pc.cast(values, pa.large_binary())
         arrays.append(pa.LargeListArray.from_arrays(offsets, values))
     for name, count in filled.items():
         missing_numeric[name] = missing_numeric.get(name, 0) + count
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+# Bytes that may start or end a whitespace character: ASCII whitespace (as str.strip() sees
+# it) and every byte of a multi-byte UTF-8 character (U+00A0, U+3000, ... are whitespace).
+_MAY_BE_WHITESPACE = np.zeros(256, bool)
+_MAY_BE_WHITESPACE[[0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x1F, 0x20]] = True
+_MAY_BE_WHITESPACE[0x80:] = True
+
+
+def _string_offsets(values: pa.StringArray) -> np.ndarray:
+    """Where each value of a string array starts in its data buffer, and where the last ends."""
+    offsets = np.frombuffer(values.buffers()[1], np.int32)
+    return offsets[values.offset:values.offset + len(values) + 1]
+
+
+def _may_need_trimming(values: pa.StringArray, offsets: np.ndarray) -> bool:
+    """Whether a value of the column may start or end with whitespace, judged by its first
+    and last byte: trimming a column that needs none (nearly always) rewrote every value."""
+    nonempty = offsets[1:] > offsets[:-1]
+    if not nonempty.any():
+        return False
+    data = np.frombuffer(values.buffers()[2], np.uint8)
+    return bool(_MAY_BE_WHITESPACE[data[offsets[:-1][nonempty]]].any()
+                or _MAY_BE_WHITESPACE[data[offsets[1:][nonempty] - 1]].any())
 
 
 def _header_columns(path: str, raw: bytes, config: cfg.FeatureConfig,

@@ -54,6 +54,26 @@ def test_csv_rows_become_typed_record_batches(tmp_path):
     assert column(batches, "clicked") == [[1], [0], [0]]
 
 
+@pytest.mark.parametrize("value, padded", [
+    ("US", False), (" US", True), ("US\t", True), ("\u00a0US", True), ("US\u3000", True),
+    ("\x1cUS", True), ("Ü", True), ("U S", False)])
+def test_only_columns_that_may_start_or_end_with_whitespace_are_trimmed(value, padded):
+    """The fast path skips trimming a column when no value's first or last byte can be part
+    of whitespace; a byte of a multi-byte character may be (U+00A0, U+3000), so it trims."""
+    values = pa.array(["DE", "", value, "FR"]).slice(1)  # an offset into the buffers, too
+    offsets = wd_io._string_offsets(values)
+    assert wd_io._may_need_trimming(values, offsets) is padded
+    assert not wd_io._may_need_trimming(pa.array(["", ""]), wd_io._string_offsets(
+        pa.array(["", ""])))
+
+
+def test_unicode_padding_is_stripped_as_str_strip_does(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text(HEADER + "u1,\u00a0US\u3000,a,1,1\nu2,DE,b,2,0\n", encoding="utf-8")
+    batches, dead = read_file(config_for(), path)
+    assert dead == [] and column(batches, "country") == [[b"US"], [b"DE"]]
+
+
 def test_one_bad_row_does_not_cost_its_neighbours(tmp_path):
     """A chunk with a bad row falls back to row-by-row validation: same typed output."""
     path = tmp_path / "a.csv"
