@@ -18,7 +18,9 @@ import dataclasses
 import gzip
 import json
 import math
+import queue
 import re
+import threading
 import zlib
 from typing import Any, Iterable, Sequence
 
@@ -659,6 +661,55 @@ def _repr_row(config: cfg.FeatureConfig, fields) -> str:
 _ROW_READERS = {"parquet": _parquet_rows, "tfrecord": _tfrecord_rows}
 
 
+_END = object()  # what read_ahead's thread puts last: (_END, the error that ended it or None)
+
+
+def read_ahead(items: Iterable, depth: int = 2):
+    """Yields what ``items`` yields, produced up to ``depth`` items ahead on a thread of its
+    own. The DirectRunner runs a bundle on one thread; reading and validating a file is
+    mostly Arrow, which lets go of the GIL, so the next batch is read while this one goes
+    through the transform. An error of ``items`` is raised here, in the bundle's thread;
+    a consumer that stops early stops the thread (and closes ``items``) too."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(value) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        error = None
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+        except BaseException as e:  # re-raised by the consumer
+            error = e
+        finally:
+            if stop.is_set() and hasattr(items, "close"):
+                items.close()
+        put((_END, error))
+
+    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if item is _END:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 class _ReadAndValidateFile(beam.DoFn):
     """Reads one file: record batches of good rows, dead letters for the rest."""
 
@@ -677,7 +728,7 @@ class _ReadAndValidateFile(beam.DoFn):
 
     def process(self, path: str):
         read = dead = 0
-        for item in self._batches_and_bad_rows(path):
+        for item in read_ahead(self._batches_and_bad_rows(path)):
             if isinstance(item, DeadLetter):
                 dead += 1
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, item)

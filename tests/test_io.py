@@ -235,3 +235,39 @@ def test_split_by_newest_day_in_a_pipeline():
             lambda b: [v[0] for v in b.column("user").to_pylist()])
         assert_that(users(train, "TrainUsers"), equal_to([b"d1", b"d2", b"d1"]), label="Train")
         assert_that(users(evaluation, "EvalUsers"), equal_to([b"d3", b"d3"]), label="Eval")
+
+
+def test_read_ahead_keeps_order_raises_in_the_consumer_and_stops_with_it():
+    """Files are read a few batches ahead on a thread of their own: the batches arrive in
+    order, a reader's error reaches the bundle's thread as itself, and a consumer that
+    stops early stops the reader (closing its file) instead of leaving it blocked."""
+    import threading
+
+    assert list(wd_io.read_ahead(iter(range(50)))) == list(range(50))
+
+    def failing():
+        yield 1
+        raise wd_io.InputError("a.csv: unreadable after line 7")
+
+    got = []
+    with pytest.raises(wd_io.InputError, match="a.csv: unreadable after line 7"):
+        for item in wd_io.read_ahead(failing()):
+            got.append(item)
+    assert got == [1]
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                n += 1
+                yield n
+        finally:
+            closed.set()
+
+    ahead = wd_io.read_ahead(endless())
+    assert [next(ahead) for _ in range(3)] == [1, 2, 3]
+    ahead.close()
+    assert closed.wait(5)
+    assert not any(t.name == "read-ahead" and t.is_alive() for t in threading.enumerate())
