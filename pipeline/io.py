@@ -231,18 +231,6 @@ def _open_text_source(path: str):
 UTF8_BOM = b"\xef\xbb\xbf"  # Excel's "CSV UTF-8" starts every file with one
 
 
-def _csv_lines(handle, spec: cfg.InputSpec):
-    """(line number, raw line) of a CSV file's header and rows: banner lines, comments and a
-    byte-order mark left out."""
-    comment = spec.comment_prefix.encode()
-    for line_number, raw in enumerate(iter(handle.readline, b""), start=1):
-        if line_number == 1:
-            raw = raw.removeprefix(UTF8_BOM)
-        if line_number <= spec.skip_lines or (comment and raw.startswith(comment)):
-            continue
-        yield line_number, raw
-
-
 def check_headers(input_paths: Sequence[str], config: cfg.FeatureConfig,
                   optional: Sequence[str] = (), threads: int = 16) -> None:
     """Checks every file's header (CSV) or schema (Parquet) against the config before a job
@@ -262,9 +250,10 @@ def _check_csv_header(path: str, config: cfg.FeatureConfig, optional: Sequence[s
         return
     with _open_text_source(path) as handle:
         try:
-            for _, raw in _csv_lines(handle, config.input):
-                _header_columns(path, raw, config, optional)
-                return
+            for lines in _csv_line_blocks(handle, config.input, _HEADER_READ_BYTES):
+                if len(lines):
+                    _header_columns(path, lines.split(1)[0].data, config, optional)
+                    return
         except (EOFError, OSError, zlib.error) as e:
             raise InputError(f"{path}: unreadable before its header (truncated or corrupt "
                              f"file?): {e}") from None
@@ -310,17 +299,18 @@ class _CsvChunk:
 
 
 _READ_BYTES = 8 << 20  # one read of a CSV file; its lines are found by numpy, not per line
+_HEADER_READ_BYTES = 64 << 10  # a header check reads little of each file (gs://: many files)
 _BLANK_BYTES = np.frombuffer(b" \t\n\r\x0b\x0c", np.uint8)  # what bytes.strip() strips
 
 
-def _csv_line_blocks(handle, spec: cfg.InputSpec):
-    """The lines of a CSV file, a read at a time, as _CsvChunks: banner lines (skip_lines),
-    comments and a byte-order mark left out, as ``_csv_lines`` does, but found with numpy
-    over whole reads rather than a Python call per line (1M lines: seconds)."""
+def _csv_line_blocks(handle, spec: cfg.InputSpec, read_bytes: int | None = None):
+    """The lines of a CSV file (header and rows), ``read_bytes`` at a time, as _CsvChunks:
+    banner lines (skip_lines), comments and a byte-order mark left out. Lines are found with
+    numpy over whole reads rather than a Python call per line (1M lines: seconds)."""
     comment = spec.comment_prefix.encode()
     carry, lines_before = b"", 0
     while True:
-        block = handle.read(_READ_BYTES)
+        block = handle.read(read_bytes or _READ_BYTES)
         data = carry + block if carry else block
         if not data:
             return

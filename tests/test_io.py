@@ -146,6 +146,7 @@ def test_csv_lines_are_cut_the_same_at_any_read_size(tmp_path, monkeypatch, read
         (4, b"u1,US,a;b,1.5,1\n"), (7, b"u2,DE,,2,0\r\n"), (9, b"u3,FR,c;;d,,0\n"),
         (10, b" u4,US,a,1e400,1\n"), (12, b"u5,FR,d,3,1")]
     assert all(chunk.data == b"".join(raw for _, raw in chunk) for _, chunk in chunks)
+    wd_io.check_headers([str(path)], config)  # the header check finds the same header line
     batches, dead = read_file(config, path)
     assert [(d.line, d.reason) for d in dead] == [(10, "not_finite")]
     assert column(batches, "user") == [[b"u1"], [b"u2"], [b"u3"], [b"u5"]]
