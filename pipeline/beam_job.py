@@ -119,13 +119,23 @@ def options_from(pipeline_args: Sequence[str]) -> PipelineOptions:
 
 
 def _nbytes(value) -> int | None:
-    """The in-memory size of an Arrow or numpy value (or a tuple, list or dict of them)."""
+    """The in-memory size of an Arrow or numpy value or a TF tensor (or a tuple, list or
+    dict of them). TFT's analyzer inputs are dicts of arrays and eager tensors: one tensor
+    without a size would have the whole dict pickled (6% of the app-store job). A string
+    element counts as a pointer, as in a numpy object array."""
     nbytes = getattr(value, "nbytes", None)
     if isinstance(nbytes, int):
         return nbytes
     if isinstance(value, (tuple, list, dict)):
         sizes = [_nbytes(part) for part in (value.values() if isinstance(value, dict) else value)]
         return None if None in sizes else sum(sizes)
+    if all(hasattr(value, name) for name in ("indices", "values", "dense_shape")):
+        return _nbytes((value.indices, value.values))  # a sparse tensor
+    num_elements = getattr(getattr(value, "shape", None), "num_elements", None)
+    element_size = getattr(getattr(value, "dtype", None), "size", None)
+    if callable(num_elements) and isinstance(element_size, int):
+        elements = num_elements()
+        return None if elements is None else elements * (element_size or 8)
     return None
 
 
@@ -145,6 +155,10 @@ def _size_whole_batches_cheaply() -> None:
             if nbytes is None:
                 return super().get_estimated_size_and_observables(value, nested)
             return nbytes, []
+
+        def estimate_size(self, value, nested=False):  # a dict's values, under a MapCoder
+            nbytes = _nbytes(value)
+            return super().estimate_size(value, nested) if nbytes is None else nbytes
 
     def create_impl(coder):
         return SizedFastPrimitivesCoderImpl(coder._fallback_coder.get_impl())

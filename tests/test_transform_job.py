@@ -392,6 +392,20 @@ def test_record_batches_cross_a_stage_boundary_unchanged_with_the_jobs_coders():
     pipeline.run().wait_until_finish()
 
 
+def test_analyzer_inputs_are_sized_without_pickling():
+    """TFT hands its analyzers dicts of numpy arrays and eager tensors; Beam's byte
+    counters size them from their shapes, where a single unsized value would have the
+    whole dict pickled on every sampled element."""
+    from pipeline import beam_job
+
+    inputs = {"ids": np.arange(6, dtype=np.int64),
+              "weights": tf.constant([[1.0, 2.0], [3.0, 4.0]]),
+              "tokens": tf.constant([b"a", b"bc", b"def"]),
+              "sparse": tf.sparse.from_dense(tf.constant([[1, 0, 0], [0, 0, 2]]))}
+    assert beam_job._nbytes(inputs) == 6 * 8 + 4 * 4 + 3 * 8 + (2 * 2 * 8 + 2 * 4)
+    assert beam_job._nbytes({"a": np.zeros(2), "other": object()}) is None
+
+
 def test_gzip_writer_deflates_every_block_in_order_and_raises_a_failed_write(tmp_path):
     """The TFRecords are deflated on a thread of their own; a file that cannot be written
     (a full disk) still fails the bundle that writes it, in its own thread, with no hang."""
