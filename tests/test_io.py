@@ -3,10 +3,12 @@
 import gzip
 import json
 import tomllib
+import zlib
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
@@ -213,6 +215,22 @@ def test_hash_split_is_deterministic_and_near_the_fraction():
     expected = wd_io.hash_fraction(b"salt" + k for k in column.to_pylist())
     for repeated in (True, False):
         assert np.array_equal(wd_io._key_fraction(column, b"salt", repeated), expected)
+    # The definition every split ever made rests on: crc32 of salt and key, over 2**32.
+    assert np.array_equal(wd_io.hash_fraction(column.to_pylist(), b"salt"), expected)
+    assert expected.tolist() == [zlib.crc32(b"salt" + k) / 2**32 for k in column.to_pylist()]
+
+
+@pytest.mark.parametrize("float_type", [pa.float32(), pa.float64()])
+def test_whole_row_holdout_keys_print_numbers_as_arrow_casts_them(float_type):
+    """Whole-number floats take a faster way to their text; the text, and so the rows
+    held out, must be exactly what casting the floats gives."""
+    edges = [0.0, -0.0, 1.0, -1.0, 2.0**24, -(2.0**24), 2.0**24 + 2, 1e16, 1e20, 123456789.0,
+             0.5, 2.5e-7, float("nan"), float("inf")]
+    whole = list(np.arange(-70_000, 70_000, 7, dtype=np.float64))
+    for values in (whole, whole + [-0.0], whole + [0.5], edges, [1e7, 1e6, 1e5, 120000.0]):
+        flat = pa.array(values, float_type)
+        plain = pc.cast(pc.cast(flat, pa.large_string()), pa.large_binary())
+        assert wd_io._number_text(flat).equals(plain), values[-1]
 
 
 def test_split_by_newest_day_in_a_pipeline():
