@@ -809,6 +809,15 @@ def _key_fraction(keys: pa.Array, salt: bytes = b"", repeated: bool = True) -> n
     return hash_fraction(encoded.dictionary.to_pylist(), salt)[encoded.indices.to_numpy()]
 
 
+def only_columns(config: cfg.FeatureConfig, names: Sequence[str]) -> cfg.FeatureConfig:
+    """The config reading every other column as ``ignore``: a reader of it still splits
+    each line into its fields but converts and checks only these (a quarter of a full
+    read of the Criteo-shaped log)."""
+    return dataclasses.replace(config, columns=tuple(
+        column if column.name in names else dataclasses.replace(column, kind=cfg.IGNORE)
+        for column in config.columns))
+
+
 class EvalDays(beam.PTransform):
     """Record batches → the set of days a "day" split sends to eval (the newest ones).
 

@@ -314,9 +314,11 @@ def _train_parts(pipeline, config: cfg.FeatureConfig, name: str, input_paths: Se
         if config.split.method == "day":
             # From a read of their own: eval days computed from the very rows they split
             # would make the DirectRunner hold every one of them until the days are known
-            # (0.8 GB a million Criteo-shaped rows); reading the files again costs seconds.
+            # (0.8 GB a million Criteo-shaped rows). That read converts only the day
+            # column, so a row with another field malformed still counts its day.
             day_rows, _ = pipeline | f"ReadDays{name}" >> wd_io.ReadImpressions(
-                config, input_paths, counted=False)
+                wd_io.only_columns(config, [config.split.day_column]), input_paths,
+                counted=False)
             days = day_rows | f"EvalDays{name}" >> wd_io.EvalDays(config.split)
             if eval_days is not None:
                 eval_days.append(days)

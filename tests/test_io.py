@@ -233,6 +233,19 @@ def test_whole_row_holdout_keys_print_numbers_as_arrow_casts_them(float_type):
         assert wd_io._number_text(flat).equals(plain), values[-1]
 
 
+def test_a_read_of_only_the_day_column_counts_every_row_whose_day_is_readable(tmp_path):
+    """A "day" split finds its eval days from a read of the day column alone: the other
+    fields are neither converted nor checked, so a row that the full read dead-letters
+    (a bad number, a bad label) still counts its day."""
+    path = tmp_path / "log.csv"
+    path.write_text(HEADER + "d1,US,a,1.5,1\nd2,DE,b,not-a-number,0\nd3,FR,c,2,maybe\n")
+    batches, dead = read_file(config_for(), path)
+    assert column(batches, "user") == [[b"d1"]] and len(dead) == 2
+    batches, dead = read_file(wd_io.only_columns(config_for(), ["user"]), path)
+    assert [b.schema.names for b in batches] == [["user"]] and not dead
+    assert column(batches, "user") == [[b"d1"], [b"d2"], [b"d3"]]
+
+
 def test_split_by_newest_day_in_a_pipeline():
     config = config_for()
     split = wd_io.SplitTrainEval(type(config.split)(method="day", day_column="user", eval_days=1))
