@@ -832,7 +832,8 @@ class EvalDays(beam.PTransform):
     def expand(self, batches):
         split = self.split
         return (batches
-                | "Days" >> beam.FlatMap(lambda b: set(_scalars(b, split.day_column)))
+                | "Days" >> beam.FlatMap(lambda b: pc.unique(_flat(b, split.day_column))
+                                         .to_pylist())
                 | "DistinctDays" >> beam.Distinct()
                 | "AllDays" >> beam.combiners.ToList()
                 | "EvalDays" >> beam.Map(lambda ds: set(sorted(ds)[-split.eval_days:])
@@ -847,8 +848,7 @@ def _eval_masks(batches, split: cfg.SplitSpec, eval_days=None):
             lambda b: (b, _key_fraction(b.column(split.key).flatten()) < split.eval_fraction))
     eval_days = eval_days or batches | "EvalDays" >> EvalDays(split)
     return batches | "MaskByDay" >> beam.Map(
-        lambda b, ed: (b, np.fromiter((d in ed for d in _scalars(b, split.day_column)),
-                                      dtype=bool, count=b.num_rows)),
+        lambda b, ed: (b, _in_days(b, split.day_column, ed)),
         beam.pvalue.AsSingleton(eval_days))
 
 
@@ -949,8 +949,16 @@ def _row_keys(batch: pa.RecordBatch, columns: Sequence[str]) -> pa.Array:
     return pc.binary_join_element_wise(*values, pa.scalar(b"\x1f", pa.large_binary()))
 
 
-def _scalars(batch: pa.RecordBatch, column: str) -> list:
-    return batch.column(column).flatten().to_pylist()
+def _flat(batch: pa.RecordBatch, column: str) -> pa.Array:
+    """A single-valued column's values, one per row."""
+    return batch.column(column).flatten()
+
+
+def _in_days(batch: pa.RecordBatch, column: str, days) -> np.ndarray:
+    """Whether each row's day is one of ``days``."""
+    values = _flat(batch, column)
+    return pc.is_in(values, value_set=pa.array(sorted(days), values.type)).to_numpy(
+        zero_copy_only=False)
 
 
 def _route(batch_and_mask):

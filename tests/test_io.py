@@ -246,27 +246,39 @@ def test_a_read_of_only_the_day_column_counts_every_row_whose_day_is_readable(tm
     assert column(batches, "user") == [[b"d1"], [b"d2"], [b"d3"]]
 
 
-def test_split_by_newest_day_in_a_pipeline():
+@pytest.mark.parametrize("day_column, days", [
+    ("user", ["d1", "d2", "d3", "d3", "d1"]),     # text days
+    ("price", [101, 102, 103, 103, 101]),  # numeric days (days since some epoch)
+])
+def test_split_by_newest_day_in_a_pipeline(day_column, days):
     config = config_for()
-    split = wd_io.SplitTrainEval(type(config.split)(method="day", day_column="user", eval_days=1))
+    split = wd_io.SplitTrainEval(type(config.split)(method="day", day_column=day_column,
+                                                    eval_days=1))
     schema = wd_io.arrow_schema(config)
 
-    def batch(users):
-        n = len(users)
+    def batch(values):
+        n = len(values)
         offsets = pa.array(np.arange(n + 1))
-        arrays = [pa.LargeListArray.from_arrays(offsets, pa.array(
-            [u.encode() for u in users] if f.type.value_type == pa.large_binary()
-            else ([0.0] * n if pa.types.is_floating(f.type.value_type) else [0] * n),
-            f.type.value_type)) for f in schema]
+        arrays = []
+        for f in schema:
+            if f.name == day_column:
+                flat = [str(v).encode() for v in values] if day_column == "user" else values
+            else:
+                flat = ([b"x"] * n if f.type.value_type == pa.large_binary()
+                        else [0] * n)
+            arrays.append(pa.LargeListArray.from_arrays(offsets, pa.array(flat, f.type.value_type)))
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
+    def day_of(row):
+        return row[0].decode() if isinstance(row[0], bytes) else int(row[0])
+
     with TestPipeline() as p:
-        train, evaluation = (p | beam.Create([batch(["d1", "d2", "d3"]), batch(["d3", "d1"])])
-                             | split)
-        users = lambda pc, label: pc | label >> beam.FlatMap(
-            lambda b: [v[0] for v in b.column("user").to_pylist()])
-        assert_that(users(train, "TrainUsers"), equal_to([b"d1", b"d2", b"d1"]), label="Train")
-        assert_that(users(evaluation, "EvalUsers"), equal_to([b"d3", b"d3"]), label="Eval")
+        train, evaluation = (p | beam.Create([batch(days[:3]), batch(days[3:])]) | split)
+        rows = lambda pc, label: pc | label >> beam.FlatMap(
+            lambda b: [day_of(v) for v in b.column(day_column).to_pylist()])
+        assert_that(rows(train, "TrainDays"), equal_to([days[0], days[1], days[4]]),
+                    label="Train")
+        assert_that(rows(evaluation, "EvalDays"), equal_to([days[2], days[3]]), label="Eval")
 
 
 def test_read_ahead_keeps_order_raises_in_the_consumer_and_stops_with_it():
